@@ -1,0 +1,163 @@
+"""Run settings: frozen dataclasses, TOML loading and validation.
+
+Precedence is defaults < config file < command-line flags. This module knows nothing of torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from charrnn.errors import CharRNNError
+
+CELLS = ("rnn", "gru", "lstm")
+BATCHINGS = ("sequential", "random")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; stored in every checkpoint."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    embedding_size: int = 64
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run. Defaults are tuned for a laptop CPU."""
+
+    # model
+    cell: str = "lstm"
+    embedding_size: int = 64
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.0
+    # data
+    batch_size: int = 32
+    seq_len: int = 64
+    batching: str = "sequential"
+    val_fraction: float = 0.1
+    # optimisation
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.05
+    clip: float = 1.0
+    # length and cadence
+    steps: int = 3000
+    max_time: float | None = None
+    eval_every: int = 250
+    log_every: int = 10
+    keep: int = 2
+    # environment
+    seed: int = 1337
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size,
+            cell=self.cell,
+            embedding_size=self.embedding_size,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise CharRNNError(message)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject values that cannot make a sensible run, with a message naming the setting."""
+    for name in ("embedding_size", "hidden_size", "num_layers", "batch_size", "seq_len",
+                 "steps", "eval_every", "log_every", "keep"):
+        _check(getattr(cfg, name) >= 1, f"{name} must be at least 1, not {getattr(cfg, name)}")
+    _check_choice("cell", cfg.cell, CELLS)
+    _check_choice("batching", cfg.batching, BATCHINGS)
+    _check_choice("device", cfg.device, DEVICES)
+    _check(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), not {cfg.dropout}")
+    _check(0.0 < cfg.val_fraction < 1.0, f"val_fraction must be in (0, 1), not {cfg.val_fraction}")
+    _check(cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a positive number, not {cfg.lr}")
+    _check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, not {cfg.weight_decay}")
+    _check(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, not {cfg.warmup_steps}")
+    _check(0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], not {cfg.min_lr_ratio}")
+    _check(cfg.clip >= 0, f"clip must be >= 0 (0 turns clipping off), not {cfg.clip}")
+    if cfg.max_time is not None:
+        _check(cfg.max_time > 0, f"max_time must be a positive number of seconds, not {cfg.max_time}")
+
+
+def _field_types() -> dict[str, type]:
+    types = {"int": int, "float": float, "str": str, "float | None": float}
+    return {f.name: types[str(f.type)] for f in fields(TrainConfig)}
+
+
+def coerce(name: str, value: Any, source: str) -> Any:
+    """Check one setting's type, naming where it came from; ints are accepted for floats."""
+    types = _field_types()
+    if name not in types:
+        known = ", ".join(sorted(types))
+        raise CharRNNError(f"unknown setting {name!r} in {source} (known settings: {known})")
+    want = types[name]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, want) or isinstance(value, bool):
+        raise CharRNNError(f"{name} in {source} must be {want.__name__}, not {value!r}")
+    return value
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    """Read a flat TOML file of settings, checking every key and type."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CharRNNError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharRNNError(f"cannot read config file {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CharRNNError(f"config file {path} is not valid TOML: {e}") from None
+    return {key: coerce(key, value, str(path)) for key, value in raw.items()}
+
+
+def resolve(path: Path | None, flags: dict[str, Any]) -> TrainConfig:
+    """Defaults < file < flags; flags whose value is None were not given."""
+    values = load_file(path) if path is not None else {}
+    values.update({k: coerce(k, v, "the command line") for k, v in flags.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Write flat scalar settings as TOML that ``load_file`` reads back (None is left out)."""
+    lines = []
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, str):
+            lines.append(f"{key} = {json.dumps(value)}")
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {str(value).lower()}")
+        else:
+            lines.append(f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"

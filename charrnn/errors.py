@@ -1,0 +1,12 @@
+"""The one user-facing error type. Anything else escaping the library is a bug."""
+
+
+class CharRNNError(Exception):
+    """A mistake the user can fix: the message says what went wrong and what to do next.
+
+    ``exit_code`` is what the command line exits with (2 = bad usage or bad input).
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,54 @@
+"""CharRNN: character embedding, a recurrent core from torch.nn, and a linear head over the vocabulary.
+
+The model does no I/O and computes no loss: ``forward(idx, state) -> (logits, state)``.
+Shapes: B batch, T time, E embedding, H hidden, L layers, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from charrnn.config import ModelConfig
+
+# The recurrent state: h of shape (L, B, H), or (h, c) for an LSTM.
+State = torch.Tensor | tuple[torch.Tensor, ...]
+
+_CORES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class CharRNN(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embedding_size)
+        core = _CORES[config.cell]
+        kwargs = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
+        self.rnn = core(
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+            **kwargs,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        x = self.embed(idx)  # (B, T, E)
+        out, state = self.rnn(x, state)  # (B, T, H)
+        return self.head(self.drop(out)), state  # (B, T, V)
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the graph at a batch boundary: the values carry over, the gradients do not."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,202 @@
+"""The training loop: AdamW, warmup + cosine decay, clipping, evaluation and save cadence.
+
+One ``train_step`` per batch; progress leaves through a typed callback and checkpoints through an
+injected ``save`` function, so this module never prints and never touches the run directory.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
+
+from charrnn.config import TrainConfig
+from charrnn.data import Batch, make_batches
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import Score, evaluate
+from charrnn.model import CharRNN, State, detach_state
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of progress: a window of training steps, or an evaluation of the validation split."""
+
+    split: Literal["train", "val"]
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float | None
+    chars_per_s: float | None
+    elapsed: float
+    progress: float  # fraction of the run done, by steps or by time, whichever is further
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 700.0))
+
+    @property
+    def bpc(self) -> float:
+        return self.loss / math.log(2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "perplexity": self.perplexity, "bpc": self.bpc}
+
+
+@dataclass(frozen=True)
+class Summary:
+    steps: int
+    elapsed: float
+    final: Score
+    best_loss: float
+    best_step: int
+    stopped_by: Literal["steps", "time"]
+
+
+def set_seed(seed: int) -> None:
+    """Seed every random number generator that training touches."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharRNNError("--device cuda was asked for but no CUDA GPU is available: use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise CharRNNError("--device mps was asked for but MPS is not available: use --device cpu or auto")
+    return torch.device(name)
+
+
+def lr_factor(step: int, progress: float, warmup_steps: int, min_lr_ratio: float) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` at progress 1."""
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warm * (min_lr_ratio + (1.0 - min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only; biases are left alone."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+
+
+class Trainer:
+    """Owns the optimisation state of one run; ``fit`` runs it to the end."""
+
+    def __init__(
+        self,
+        model: CharRNN,
+        cfg: TrainConfig,
+        train_tokens: np.ndarray,
+        val_tokens: np.ndarray,
+        device: torch.device,
+        callback: Callable[[Event], None] | None = None,
+        save: Callable[[Trainer, Score], None] | None = None,
+    ) -> None:
+        self.model = model.to(device)
+        self.cfg = cfg
+        self.device = device
+        self.val_tokens = val_tokens
+        self.callback = callback or (lambda event: None)
+        self.save = save
+        self.batches = make_batches(train_tokens, cfg.batching, cfg.batch_size, cfg.seq_len, cfg.seed)
+        self.optimizer = make_optimizer(model, cfg)
+        self.state: State | None = None
+        self.step = 0
+        self.elapsed = 0.0  # seconds of this run so far, across resumes
+        self.best_loss = math.inf
+        self.best_step = 0
+        self.scheduler = LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.progress(), cfg.warmup_steps, cfg.min_lr_ratio)
+        )
+
+    def progress(self) -> float:
+        done = self.step / self.cfg.steps
+        if self.cfg.max_time is not None:
+            done = max(done, self.elapsed / self.cfg.max_time)
+        return done
+
+    def train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update on one batch; returns the loss and the gradient norm before clipping."""
+        x = batch.x.to(self.device, non_blocking=True)
+        y = batch.y.to(self.device, non_blocking=True)
+        if batch.reset:
+            self.state = None
+        logits, state = self.model(x, self.state)  # (B, T, V)
+        self.state = detach_state(state)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return loss.detach(), grad_norm.detach()
+
+    def evaluate(self) -> Score:
+        return evaluate(self.model, self.val_tokens, self.device)
+
+    def _validate(self, started: float) -> Score:
+        score = self.evaluate()
+        self.elapsed = time.perf_counter() - started
+        if score.loss < self.best_loss:
+            self.best_loss, self.best_step = score.loss, self.step
+        self.callback(Event("val", self.step, score.loss, self._lr(), None, None, self.elapsed, self.progress()))
+        if self.save is not None:
+            self.save(self, score)
+        return score
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def fit(self) -> Summary:
+        """Train until ``steps`` or ``max_time``, evaluating every ``eval_every`` steps and at the end."""
+        cfg = self.cfg
+        self.model.train()
+        started = time.perf_counter() - self.elapsed
+        window_start, window_steps, window_loss, window_chars = time.perf_counter(), 0, 0.0, 0
+        stopped_by: Literal["steps", "time"] = "steps"
+        score = None
+        while self.step < cfg.steps:
+            batch = next(self.batches)
+            loss, grad_norm = self.train_step(batch)
+            self.elapsed = time.perf_counter() - started
+            window_steps += 1
+            window_loss += loss.item()
+            window_chars += batch.x.numel()
+            out_of_time = cfg.max_time is not None and self.elapsed >= cfg.max_time
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time:
+                now = time.perf_counter()
+                self.callback(Event("train", self.step, window_loss / window_steps, self._lr(),
+                                    grad_norm.item(), window_chars / (now - window_start),
+                                    self.elapsed, self.progress()))
+                window_steps, window_loss, window_chars = 0, 0.0, 0
+            if out_of_time:
+                stopped_by = "time"
+                break
+            if self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                score = self._validate(started)
+                self.model.train()
+            if window_steps == 0:
+                window_start = time.perf_counter()
+        if score is None or self.best_step != self.step or stopped_by == "time":
+            score = self._validate(started)
+        return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, stopped_by)

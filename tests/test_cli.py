@@ -1,0 +1,156 @@
+"""End to end through the real command line, and every user error path."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from charrnn import __version__
+from charrnn.cli import app
+from tests.conftest import TINY_FLAGS
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, code: int, message: str) -> None:
+    assert result.exit_code == code, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert message in line, result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.fixture
+def trained(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", corpus, "--steps", "30", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    return tmp_path / "runs"
+
+
+def test_train_generate_eval_end_to_end(trained: Path):
+    (run_dir,) = trained.iterdir()
+    assert (run_dir / "config.toml").is_file()
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [m for m in lines if m["split"] == "val"]
+    assert {"step", "split", "loss", "perplexity", "bpc", "lr", "grad_norm", "chars_per_s", "elapsed"} <= set(lines[0])
+    assert [m["step"] for m in val] == [10, 20, 30]
+
+    first = cli("generate", "--prefix", "machine", "--seed", "1", "--length", "80")
+    again = cli("generate", "--prefix", "machine", "--seed", "1", "--length", "80")
+    assert first.exit_code == 0, first.output
+    assert first.stdout == again.stdout
+    assert first.stdout.startswith("machine") and len(first.stdout) == len("machine") + 80 + 1
+    assert first.stderr == ""  # stdout holds the text, and nothing else is said
+    greedy = [cli("generate", "--prefix", "café", "--greedy", "--length", "30").stdout for _ in range(2)]
+    assert greedy[0] == greedy[1]
+    one = cli("generate", "--prefix", "machine", "--greedy", "--length", "20").stdout
+    many = cli("generate", "--prefix", "machine", "--greedy", "--length", "20", "--num-samples", "3")
+    assert many.exit_code == 0 and many.stdout == "\n".join([one] * 3)  # a batch of 3 = 3 single runs
+    sampled = cli("generate", "--num-samples", "3", "--length", "20", "--seed", "2")
+    assert sampled.exit_code == 0 and len(sampled.stdout) >= 3 * 21
+
+    result = cli("eval", "--json")
+    assert result.exit_code == 0, result.output
+    score = json.loads(result.stdout)
+    best = min(m["loss"] for m in val)
+    assert score["loss"] == pytest.approx(best, rel=1e-6)  # eval reproduces what training reported
+    assert score["perplexity"] == pytest.approx(math.exp(score["loss"]))
+    assert score["bpc"] == pytest.approx(score["loss"] / math.log(2))
+    assert score["chars"] > 0
+    plain = cli("eval")
+    assert "perplexity" in plain.stdout and "bits/char" in plain.stdout
+
+
+def test_eval_on_a_file_and_unknown_characters(trained: Path, tmp_path: Path):
+    text = tmp_path / "other.txt"
+    text.write_text("machine river bread light " * 20)
+    assert cli("eval", text, "--json").exit_code == 0
+    text.write_text("machine ✓ river ✓ Ω")
+    assert_user_error(cli("eval", text), 2, f"{text} has 3 character(s) the model has never seen: '✓'")
+
+
+def test_generate_errors(trained: Path):
+    assert_user_error(cli("generate", "--prefix", "日本"), 2, "the prefix has 2 character(s) the model has never seen")
+    assert_user_error(cli("generate", "--temperature", "0"), 2, "temperature must be > 0")
+    assert_user_error(cli("generate", "--top-k", "0"), 2, "top_k must be at least 1")
+    assert_user_error(cli("generate", "--top-p", "1.5"), 2, "top_p must be in (0, 1]")
+    assert_user_error(cli("generate", "--length", "-1"), 2, "--length must be >= 0")
+    assert_user_error(cli("generate", "--checkpoint", "nowhere"), 2, "checkpoint nowhere does not exist")
+
+
+def test_no_run_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(cli("generate"), 2, "no trained model found under runs/")
+    assert_user_error(cli("eval"), 2, "no trained model found under runs/")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hidden-size", "0"], "hidden_size must be at least 1"),
+        (["--dropout", "1"], "dropout must be in [0, 1)"),
+        (["--lr", "-1"], "lr must be a positive number"),
+        (["--cell", "lstn"], "cell must be one of rnn, gru, lstm"),
+        (["--batch-size", "500"], "the training split (5400 characters) is too short for 500 streams"),
+        (["--errors", "maybe"], "--errors must be strict, replace or ignore"),
+    ],
+)
+def test_bad_training_settings(corpus: Path, tmp_path: Path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(cli("train", corpus, "--steps", "5", *args), 2, message)
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_accelerator(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(cli("train", corpus, "--device", "cuda"), 2, "no CUDA GPU is available")
+
+
+def test_bad_corpora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"good text\xc3\x28 more")
+    assert_user_error(cli("train", bad), 2, f"{bad} is not valid utf-8: bad byte 0xc3 at byte offset 9")
+    assert_user_error(cli("train", tmp_path / "missing.txt"), 2, "does not exist")
+    assert_user_error(cli("train", tmp_path), 2, "is a directory")
+    short = tmp_path / "short.txt"
+    short.write_text("ab")
+    assert_user_error(cli("train", short), 2, "too short to split")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_config_file(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("hidden_sise = 3\n")
+    assert_user_error(cli("train", corpus, "--config", cfg), 2, "unknown setting 'hidden_sise'")
+
+
+def test_out_dir_already_used(trained: Path, corpus: Path):
+    (run_dir,) = trained.iterdir()
+    assert_user_error(cli("train", corpus, "--out", run_dir), 2, f"{run_dir} already holds a run")
+
+
+def test_version_and_help():
+    assert cli("--version").stdout.strip() == f"charrnn {__version__}"
+    for command in ("train", "generate", "eval"):
+        result = cli(command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_python_dash_m(tmp_path: Path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    out = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, check=True)
+    assert out.stdout.strip() == f"charrnn {__version__}"

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from charrnn.config import TrainConfig, load_file, resolve, to_toml
+from charrnn.errors import CharRNNError
+
+
+def test_defaults_are_valid():
+    cfg = TrainConfig()
+    assert cfg.cell == "lstm" and cfg.batching == "sequential"
+
+
+def test_precedence_defaults_file_flags(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('hidden_size = 32\nlr = 1\ncell = "gru"\n')
+    cfg = resolve(path, {"hidden_size": 48, "steps": None})
+    assert cfg.hidden_size == 48  # flag beats file
+    assert cfg.cell == "gru"  # file beats default
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)  # ints are accepted for floats
+    assert cfg.steps == TrainConfig().steps  # None means "not given"
+
+
+def test_toml_round_trip(tmp_path: Path):
+    cfg = TrainConfig(hidden_size=7, max_time=12.5, cell="rnn")
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg.to_dict()))
+    assert resolve(path, {}) == cfg
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hiden_size = 3", "unknown setting 'hiden_size'"),
+        ('hidden_size = "big"', "hidden_size in"),
+        ("hidden_size = 2.5", "hidden_size in"),
+        ("dropout = true", "dropout in"),
+        ("hidden_size = ", "not valid TOML"),
+    ],
+)
+def test_bad_files(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(CharRNNError, match=message):
+        load_file(path)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(CharRNNError, match="does not exist"):
+        load_file(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"hidden_size": 0}, {"num_layers": -1}, {"batch_size": 0}, {"seq_len": 0}, {"steps": 0},
+        {"dropout": 1.0}, {"dropout": -0.1}, {"lr": 0.0}, {"lr": -1.0}, {"cell": "transformer"},
+        {"batching": "shuffled"}, {"device": "tpu"}, {"val_fraction": 0.0}, {"val_fraction": 1.0},
+        {"clip": -1.0}, {"max_time": 0.0}, {"min_lr_ratio": 2.0}, {"weight_decay": -0.1}, {"keep": 0},
+    ],
+)
+def test_bad_values(bad: dict):
+    name = next(iter(bad))
+    with pytest.raises(CharRNNError, match=name):
+        TrainConfig(**bad)
+
+
+def test_shipped_configs_load():
+    for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.toml")):
+        resolve(path, {})

@@ -1,0 +1,124 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from charrnn.data import RandomBatches, SequentialBatches, load_corpus, read_text, split
+from charrnn.errors import CharRNNError
+
+
+def test_bom_is_stripped(tmp_path: Path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\xef\xbb\xbfhello")
+    assert read_text(path)[0] == "hello"
+
+
+def test_invalid_utf8_names_the_byte_offset(tmp_path: Path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"hello \xff world")
+    with pytest.raises(CharRNNError, match="byte 0xff at byte offset 6"):
+        read_text(path)
+    assert read_text(path, errors="replace")[0] == "hello \ufffd world"
+    assert read_text(path, encoding="latin-1")[0] == "hello \xff world"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "empty or only whitespace"), (b" \n\t\n", "empty or only whitespace"),
+     (b"\x00\x01\x02binary", "binary file")],
+)
+def test_unusable_files(tmp_path: Path, content: bytes, message: str):
+    path = tmp_path / "t.txt"
+    path.write_bytes(content)
+    with pytest.raises(CharRNNError, match=message):
+        read_text(path)
+
+
+def test_missing_file_and_directory(tmp_path: Path):
+    with pytest.raises(CharRNNError, match="does not exist"):
+        read_text(tmp_path / "nope.txt")
+    with pytest.raises(CharRNNError, match="is a directory"):
+        read_text(tmp_path)
+
+
+def test_unknown_encoding(tmp_path: Path):
+    path = tmp_path / "t.txt"
+    path.write_text("hi")
+    with pytest.raises(CharRNNError, match="unknown encoding"):
+        read_text(path, encoding="klingon")
+
+
+def test_load_corpus_encodes_every_character(corpus: Path):
+    c = load_corpus(corpus)
+    assert c.vocab.decode(c.tokens) == corpus.read_text(encoding="utf-8")
+
+
+@given(n=st.integers(2, 10_000), frac=st.floats(0.01, 0.99))
+def test_split_sizes_are_consistent(n: int, frac: float):
+    tokens = np.arange(n)
+    try:
+        train, val = split(tokens, frac)
+    except CharRNNError:
+        return
+    assert len(train) + len(val) == n
+    assert len(train) >= 2 and len(val) >= 2
+    assert train[-1] + 1 == val[0]  # validation is the tail, never trained on
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(50, 3000), batch=st.integers(1, 8), seq=st.integers(1, 20))
+def test_sequential_windows_and_labels_align(n: int, batch: int, seq: int):
+    tokens = np.arange(n, dtype=np.int64)
+    try:
+        stream = SequentialBatches(tokens, batch, seq)
+    except CharRNNError:
+        assert (n - 1) // batch < seq
+        return
+    prev = None
+    for _ in range(2 * stream.batches_per_epoch + 1):
+        b = next(stream)
+        assert b.x.shape == b.y.shape == (batch, seq)
+        assert (b.y == b.x + 1).all()  # labels are the inputs shifted by one
+        assert int(b.y.max()) < n
+        if prev is not None and not b.reset:
+            assert (b.x[:, 0] == prev.x[:, -1] + 1).all()  # each row continues its stream
+        prev = b
+
+
+def test_sequential_streams_are_disjoint_and_reset_each_epoch():
+    tokens = np.arange(1000)
+    stream = SequentialBatches(tokens, 4, 10)
+    epoch = [next(stream) for _ in range(stream.batches_per_epoch)]
+    assert [b.reset for b in epoch] == [True] + [False] * (len(epoch) - 1)
+    seen = np.concatenate([b.x.numpy().ravel() for b in epoch])
+    assert len(np.unique(seen)) == len(seen)
+    assert next(stream).reset and stream.epoch == 1
+
+
+def test_sequential_ranks_take_disjoint_streams():
+    tokens = np.arange(1000)
+    a = next(SequentialBatches(tokens, 2, 10, rank=0, world_size=2))
+    b = next(SequentialBatches(tokens, 2, 10, rank=1, world_size=2))
+    whole = next(SequentialBatches(tokens, 4, 10))
+    assert (np.concatenate([a.x, b.x]) == whole.x.numpy()).all()
+
+
+def test_random_batches_are_aligned_seeded_and_resumable():
+    tokens = np.arange(500)
+    a, b = RandomBatches(tokens, 8, 12, seed=3), RandomBatches(tokens, 8, 12, seed=3)
+    first = next(a)
+    assert (first.y == first.x + 1).all() and first.reset
+    assert (next(b).x == first.x).all()
+    state = a.state_dict()
+    after = next(a)
+    b.load_state_dict(state)
+    assert (next(b).x == after.x).all()
+
+
+def test_too_short_for_the_batch():
+    with pytest.raises(CharRNNError, match="too short"):
+        SequentialBatches(np.arange(50), 8, 16)
+    with pytest.raises(CharRNNError, match="shorter than seq_len"):
+        RandomBatches(np.arange(10), 8, 16, seed=0)

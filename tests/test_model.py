@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from charrnn.config import ModelConfig
+from charrnn.model import CharRNN, detach_state
+
+
+def naive_rnn(model: CharRNN, idx: torch.Tensor) -> torch.Tensor:
+    """H_t = tanh(X_t W_xh + H_{t-1} W_hh + b), step by step, layer by layer, from the book."""
+    x = model.embed(idx)  # (B, T, E)
+    for layer in range(model.config.num_layers):
+        w_xh = getattr(model.rnn, f"weight_ih_l{layer}").T
+        w_hh = getattr(model.rnn, f"weight_hh_l{layer}").T
+        b = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
+        h = torch.zeros(x.shape[0], model.config.hidden_size)
+        outs = []
+        for t in range(x.shape[1]):
+            h = torch.tanh(x[:, t] @ w_xh + h @ w_hh + b)
+            outs.append(h)
+        x = torch.stack(outs, dim=1)
+    return model.head(x)
+
+
+def test_plain_rnn_matches_the_equations():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, cell="rnn", embedding_size=5, hidden_size=7, num_layers=2))
+    idx = torch.randint(11, (3, 9))
+    logits, _ = model(idx)
+    torch.testing.assert_close(logits, naive_rnn(model, idx))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_whole_sequence_equals_halves_with_state_carried(cell: str):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=13, cell=cell, embedding_size=4, hidden_size=6, num_layers=2))
+    idx = torch.randint(13, (2, 10))
+    whole, _ = model(idx)
+    first, state = model(idx[:, :4])
+    second, _ = model(idx[:, 4:], detach_state(state))
+    torch.testing.assert_close(whole, torch.cat([first, second], dim=1))
+
+
+def test_shapes_and_state():
+    model = CharRNN(ModelConfig(vocab_size=5, cell="lstm", embedding_size=3, hidden_size=4, num_layers=3))
+    logits, (h, c) = model(torch.zeros(2, 7, dtype=torch.long))
+    assert logits.shape == (2, 7, 5)
+    assert h.shape == c.shape == (3, 2, 4)
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=5, hidden_size=8, num_layers=2, dropout=0.5)).eval()
+    idx = torch.randint(5, (2, 6))
+    torch.testing.assert_close(model(idx)[0], model(idx)[0])
