@@ -6,11 +6,13 @@ to stderr. Every CharRNNError becomes one ``Error: ...`` line and a non-zero exi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -24,7 +26,7 @@ from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, num_parameters
 from charrnn.sample import Sampling, generate
-from charrnn.train import Event, Trainer, resolve_device, set_seed
+from charrnn.train import Event, Trainer, resolve_device
 
 app = typer.Typer(
     help="Train character-level recurrent language models on your own text.",
@@ -48,15 +50,23 @@ def user_errors(fn: F) -> F:
         except CharRNNError as e:
             err.print(f"Error: {e}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
-        except torch.OutOfMemoryError:
-            err.print("Error: out of memory: lower --batch-size, --seq-len or --hidden-size, or use --device cpu",
-                      soft_wrap=True)
-            raise typer.Exit(3) from None
+        except (torch.OutOfMemoryError, MemoryError) as e:
+            _out_of_memory(e)
+        except RuntimeError as e:  # the CPU allocator reports running out as a plain RuntimeError
+            if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+                raise
+            _out_of_memory(e)
         except KeyboardInterrupt:
             err.print("Interrupted.")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _out_of_memory(e: BaseException) -> None:
+    err.print("Error: out of memory: the model or batch does not fit; lower --batch-size, --seq-len or "
+              "--hidden-size", soft_wrap=True)
+    raise typer.Exit(3) from None
 
 
 def _version(value: bool) -> None:
@@ -128,7 +138,14 @@ class ProgressView:
 @app.command()
 @user_errors
 def train(
-    corpus: Annotated[Path, typer.Argument(help="UTF-8 text file to learn from.", show_default=False)],
+    corpus: Annotated[Path | None, typer.Argument(
+        help="UTF-8 text file to learn from (with --resume: the run directory, default the latest run).",
+        show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run exactly.")] = False,
+    init_from: Annotated[Path | None, typer.Option(help="Start from this run's or checkpoint's weights "
+                                                   "(fine-tuning: fresh optimizer and step count).")] = None,
+    grow_vocab: Annotated[bool, typer.Option("--grow-vocab", help="With --init-from: add characters the "
+                                             "model has never seen instead of stopping.")] = False,
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of settings (see configs/).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory. [default: runs/CORPUS-DATE-TIME]",
                                              show_default=False)] = None,
@@ -164,20 +181,32 @@ def train(
 ) -> None:
     """Train a model on CORPUS and save checkpoints in a run directory."""
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
-    cfg = config.resolve(config_file, flags)
     _check_errors_policy(errors)
-    text = data.load_corpus(corpus, encoding, errors)
+    warnings: list[str] = []
+    if resume:
+        if init_from is not None or out is not None:
+            raise CharRNNError("--resume continues a run in place: it takes neither --init-from nor --out")
+        setup = run.resume(corpus, config_file, flags, warnings)
+    elif corpus is None:
+        raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
+    elif init_from is not None:
+        setup = run.warm_start(corpus, config_file, flags, out, init_from, grow_vocab, encoding, errors, warnings)
+    else:
+        setup = run.new_run(corpus, config.resolve(config_file, flags), out, encoding, errors, warnings)
+    _warn(warnings)
+    cfg, text = setup.cfg, setup.corpus
     train_tokens, val_tokens = data.split(text.tokens, cfg.val_fraction)
-    run_dir = run.start(text, cfg, out)
-    set_seed(cfg.seed)
     dev = resolve_device(cfg.device)
-    model = CharRNN(cfg.model_config(len(text.vocab)))
-    writer = run.RunWriter(run_dir, cfg, text)
-    trainer = Trainer(model, cfg, train_tokens, val_tokens, dev, save=writer.save)
-    err.print(f"corpus {corpus}: {len(text.tokens):,} characters, {len(text.vocab)} distinct; "
-              f"model {cfg.cell} {cfg.num_layers}x{cfg.hidden_size}, {num_parameters(model):,} parameters on {dev}; "
-              f"run {run_dir}", soft_wrap=True)
-    with ProgressView(cfg.steps, cfg.max_time) as view:
+    writer = run.RunWriter(setup.run_dir, cfg, text)
+    trainer = Trainer(setup.model, cfg, train_tokens, val_tokens, dev, save=writer.save)
+    if setup.trainer_state is not None:
+        trainer.load_state_dict(setup.trainer_state)
+        run.rewind_metrics(setup.run_dir, trainer.step)
+        err.print(f"resuming {setup.run_dir} at step {trainer.step}", soft_wrap=True)
+    err.print(f"corpus {text.path}: {len(text.tokens):,} characters, {len(text.vocab)} distinct; model {cfg.cell} "
+              f"{cfg.num_layers}x{cfg.hidden_size}, {num_parameters(trainer.model):,} parameters on {dev}; "
+              f"run {setup.run_dir}", soft_wrap=True)
+    with ProgressView(cfg.steps, cfg.max_time) as view, _stop_on_signals(trainer):
         def on_event(event: Event) -> None:
             writer.on_event(event)
             view.on_event(event)
@@ -187,11 +216,40 @@ def train(
             summary = trainer.fit()
         finally:
             writer.close()
+    resume_cmd = f"charrnn train --resume {setup.run_dir}"
+    if summary.final is None:
+        signum = trainer.stop_requested or signal.SIGINT
+        err.print(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved. "
+                  f"Resume with: {resume_cmd}", soft_wrap=True)
+        raise typer.Exit(128 + signum)
     final = summary.final
     err.print(f"done: {summary.steps} steps in {summary.elapsed:.0f}s (stopped by {summary.stopped_by}); "
               f"val loss {final.loss:.4f} nats/char, {final.bpc:.3f} bits/char, perplexity {final.perplexity:.3f}; "
               f"best {summary.best_loss:.4f} at step {summary.best_step}", soft_wrap=True)
-    err.print(f"saved to {run_dir}; try: charrnn generate --checkpoint {run_dir}", soft_wrap=True)
+    err.print(f"saved to {setup.run_dir}; try: charrnn generate --checkpoint {setup.run_dir}", soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. A second one: stop at once."""
+
+    def handler(signum: int, frame: object) -> None:
+        if trainer.stop_requested is not None:
+            raise KeyboardInterrupt
+        trainer.stop_requested = signum
+        err.print(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to quit at once)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        err.print(f"Warning: {w}", markup=False, soft_wrap=True)
 
 
 def _check_errors_policy(errors: str) -> None:
@@ -202,8 +260,7 @@ def _check_errors_policy(errors: str) -> None:
 def _load(checkpoint_path: Path | None, device: str) -> tuple[checkpoint.Checkpoint, CharRNN, torch.device]:
     warnings: list[str] = []
     ckpt = checkpoint.resolve(checkpoint_path, run.RUNS_ROOT, warnings)
-    for w in warnings:
-        err.print(f"Warning: {w}; using an older checkpoint", markup=False, soft_wrap=True)
+    _warn([f"{w}; using an older checkpoint" for w in warnings])
     dev = resolve_device(device)
     return ckpt, ckpt.load_model(dev), dev
 

@@ -141,11 +141,35 @@ def load_file(path: Path) -> dict[str, Any]:
     return {key: coerce(key, value, str(path)) for key, value in raw.items()}
 
 
-def resolve(path: Path | None, flags: dict[str, Any]) -> TrainConfig:
-    """Defaults < file < flags; flags whose value is None were not given."""
+MODEL_SETTINGS = ("cell", "embedding_size", "hidden_size", "num_layers")
+
+
+def given(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The settings a user set explicitly: file < flags; flags whose value is None were not given."""
     values = load_file(path) if path is not None else {}
     values.update({k: coerce(k, v, "the command line") for k, v in flags.items() if v is not None})
-    return TrainConfig(**values)
+    return values
+
+
+def resolve(path: Path | None, flags: dict[str, Any], base: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults < base (e.g. a warm start's model) < file < flags."""
+    return TrainConfig(**{**(base or {}), **given(path, flags)})
+
+
+# Settings a resumed run may change; any other change would make it a different run.
+RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device"})
+
+
+def resolve_resume(saved: TrainConfig, path: Path | None, flags: dict[str, Any]) -> TrainConfig:
+    """The saved settings of a run being resumed, with only the RESUMABLE ones open to change."""
+    values = given(path, flags)
+    for key, value in values.items():
+        if key not in RESUMABLE and value != getattr(saved, key):
+            raise CharRNNError(
+                f"{key} is {value!r} but the run was trained with {getattr(saved, key)!r}: a resumed run keeps "
+                f"its settings (only {', '.join(sorted(RESUMABLE))} may change); start a new run to change it"
+            )
+    return dataclasses.replace(saved, **values)
 
 
 def to_toml(values: dict[str, Any]) -> str:

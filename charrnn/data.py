@@ -27,6 +27,8 @@ class Corpus:
     vocab: Vocab
     path: Path
     sha256: str
+    encoding: str = "utf-8"
+    errors: str = "strict"
 
 
 def read_text(path: Path, encoding: str = "utf-8", errors: str = "strict") -> tuple[str, str]:
@@ -57,10 +59,11 @@ def read_text(path: Path, encoding: str = "utf-8", errors: str = "strict") -> tu
     return text, digest
 
 
-def load_corpus(path: Path, encoding: str = "utf-8", errors: str = "strict") -> Corpus:
+def load_corpus(path: Path, encoding: str = "utf-8", errors: str = "strict", vocab: Vocab | None = None) -> Corpus:
+    """Read and encode a corpus, with its own vocabulary or a given one (unknown characters are an error)."""
     text, digest = read_text(path, encoding, errors)
-    vocab = Vocab.from_text(text)
-    return Corpus(tokens=vocab.encode(text), vocab=vocab, path=path, sha256=digest)
+    vocab = vocab or Vocab.from_text(text)
+    return Corpus(vocab.encode(text, str(path)), vocab, path, digest, encoding, errors)
 
 
 def split(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -52,3 +52,16 @@ def detach_state(state: State | None) -> State | None:
 
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def widen_vocab(weights: dict[str, torch.Tensor], vocab_size: int) -> dict[str, torch.Tensor]:
+    """Weights for a larger vocabulary whose first ids are the old ones. New characters get fresh
+    embeddings and an output row that predicts them rarely (zero weights, the smallest old bias)."""
+    emb, w, b = weights["embed.weight"], weights["head.weight"], weights["head.bias"]
+    extra = vocab_size - emb.shape[0]
+    return {
+        **weights,
+        "embed.weight": torch.cat([emb, torch.randn(extra, emb.shape[1], dtype=emb.dtype)]),
+        "head.weight": torch.cat([w, torch.zeros(extra, w.shape[1], dtype=w.dtype)]),
+        "head.bias": torch.cat([b, b.min().expand(extra)]),
+    }

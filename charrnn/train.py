@@ -54,10 +54,10 @@ class Event:
 class Summary:
     steps: int
     elapsed: float
-    final: Score
+    final: Score | None  # None when stopped by a signal: no evaluation was run
     best_loss: float
     best_step: int
-    stopped_by: Literal["steps", "time"]
+    stopped_by: Literal["steps", "time", "signal"]
 
 
 def set_seed(seed: int) -> None:
@@ -97,8 +97,15 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
 
 
+MAX_NONFINITE = 5  # consecutive non-finite steps before training stops
+
+
 class Trainer:
-    """Owns the optimisation state of one run; ``fit`` runs it to the end."""
+    """Owns the optimisation state of one run; ``fit`` runs it to the end.
+
+    ``state_dict``/``load_state_dict`` cover everything that decides what happens next (weights aside:
+    those are the model's), so that a resumed run repeats an uninterrupted one bit for bit on CPU.
+    """
 
     def __init__(
         self,
@@ -108,7 +115,7 @@ class Trainer:
         val_tokens: np.ndarray,
         device: torch.device,
         callback: Callable[[Event], None] | None = None,
-        save: Callable[[Trainer, Score], None] | None = None,
+        save: Callable[[Trainer, Score | None], None] | None = None,
     ) -> None:
         self.model = model.to(device)
         self.cfg = cfg
@@ -123,6 +130,9 @@ class Trainer:
         self.elapsed = 0.0  # seconds of this run so far, across resumes
         self.best_loss = math.inf
         self.best_step = 0
+        self.nonfinite = 0  # consecutive skipped steps
+        self.window = {"steps": 0, "loss": 0.0, "chars": 0}  # the training-loss log line being built
+        self.stop_requested: int | None = None  # a signal number, set from a signal handler
         self.scheduler = LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.progress(), cfg.warmup_steps, cfg.min_lr_ratio)
         )
@@ -134,7 +144,9 @@ class Trainer:
         return done
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update on one batch; returns the loss and the gradient norm before clipping."""
+        """One update on one batch; returns the loss and the gradient norm before clipping.
+
+        A non-finite loss or gradient norm skips the update (and drops the carried state)."""
         x = batch.x.to(self.device, non_blocking=True)
         y = batch.y.to(self.device, non_blocking=True)
         if batch.reset:
@@ -146,7 +158,13 @@ class Trainer:
         loss.backward()
         max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        self.optimizer.step()
+        if torch.isfinite(loss) and torch.isfinite(grad_norm):
+            self.optimizer.step()
+            self.nonfinite = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state = None
+            self.nonfinite += 1
         self.scheduler.step()
         self.step += 1
         return loss.detach(), grad_norm.detach()
@@ -154,49 +172,99 @@ class Trainer:
     def evaluate(self) -> Score:
         return evaluate(self.model, self.val_tokens, self.device)
 
-    def _validate(self, started: float) -> Score:
-        score = self.evaluate()
-        self.elapsed = time.perf_counter() - started
-        if score.loss < self.best_loss:
-            self.best_loss, self.best_step = score.loss, self.step
-        self.callback(Event("val", self.step, score.loss, self._lr(), None, None, self.elapsed, self.progress()))
-        if self.save is not None:
-            self.save(self, score)
-        return score
-
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    def _validate(self) -> Score:
+        score = self.evaluate()
+        if score.loss < self.best_loss:
+            self.best_loss, self.best_step = score.loss, self.step
+        self.callback(Event("val", self.step, score.loss, self._lr(), None, None, self.elapsed, self.progress()))
+        self._save(score)
+        return score
+
+    def _save(self, score: Score | None) -> None:
+        if self.save is None:
+            return
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise CharRNNError(f"the weights are no longer finite at step {self.step}; nothing was saved: "
+                               "lower --lr or --clip and resume from the last checkpoint", exit_code=4)
+        self.save(self, score)
+
+    def _log(self, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int, window_start: float) -> bool:
+        """Add a step to the log window; emit the line when it is full. Returns True if emitted."""
+        w = self.window
+        value = loss.item()
+        if math.isfinite(value):
+            w["steps"], w["loss"], w["chars"] = w["steps"] + 1, w["loss"] + value, w["chars"] + chars
+        if self.step % self.cfg.log_every and self.step != self.cfg.steps:
+            return False
+        if w["steps"]:
+            speed = w["chars"] / max(time.perf_counter() - window_start, 1e-9)
+            self.callback(Event("train", self.step, w["loss"] / w["steps"], self._lr(), grad_norm.item(),
+                                speed, self.elapsed, self.progress()))
+        self.window = {"steps": 0, "loss": 0.0, "chars": 0}
+        return True
+
     def fit(self) -> Summary:
-        """Train until ``steps`` or ``max_time``, evaluating every ``eval_every`` steps and at the end."""
+        """Train until ``steps``, ``max_time`` or a stop request, evaluating every ``eval_every`` steps and
+        at the end (not after a stop request, which saves at once)."""
         cfg = self.cfg
         self.model.train()
         started = time.perf_counter() - self.elapsed
-        window_start, window_steps, window_loss, window_chars = time.perf_counter(), 0, 0.0, 0
-        stopped_by: Literal["steps", "time"] = "steps"
-        score = None
+        window_start = time.perf_counter()
+        stopped_by: Literal["steps", "time", "signal"] = "steps"
         while self.step < cfg.steps:
             batch = next(self.batches)
             loss, grad_norm = self.train_step(batch)
             self.elapsed = time.perf_counter() - started
-            window_steps += 1
-            window_loss += loss.item()
-            window_chars += batch.x.numel()
-            out_of_time = cfg.max_time is not None and self.elapsed >= cfg.max_time
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps or out_of_time:
-                now = time.perf_counter()
-                self.callback(Event("train", self.step, window_loss / window_steps, self._lr(),
-                                    grad_norm.item(), window_chars / (now - window_start),
-                                    self.elapsed, self.progress()))
-                window_steps, window_loss, window_chars = 0, 0.0, 0
-            if out_of_time:
+            if self._log(loss, grad_norm, batch.x.numel(), window_start):
+                window_start = time.perf_counter()
+            if self.nonfinite >= MAX_NONFINITE:
+                raise CharRNNError(
+                    f"the loss or gradients were not finite for {self.nonfinite} steps in a row (step {self.step}); "
+                    "lower --lr or --clip, and resume from the last checkpoint", exit_code=4)
+            if cfg.max_time is not None and self.elapsed >= cfg.max_time:
                 stopped_by = "time"
                 break
             if self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                score = self._validate(started)
+                self._validate()
                 self.model.train()
-            if window_steps == 0:
-                window_start = time.perf_counter()
-        if score is None or self.best_step != self.step or stopped_by == "time":
-            score = self._validate(started)
+                window_start += time.perf_counter() - started - self.elapsed  # evaluation is not training
+            elif self.stop_requested is not None:
+                self._save(None)
+            if self.stop_requested is not None:
+                return Summary(self.step, self.elapsed, None, self.best_loss, self.best_step, "signal")
+        score = self._validate()
         return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, stopped_by)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the weights that a resumed run needs to continue exactly."""
+        state = self.state if isinstance(self.state, tuple) else (self.state,) if self.state is not None else ()
+        return {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best_loss": self.best_loss,
+            "best_step": self.best_step,
+            "nonfinite": self.nonfinite,
+            "window": dict(self.window),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "batches": self.batches.state_dict(),
+            "hidden": [s.cpu() for s in state],
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.step, self.elapsed = int(sd["step"]), float(sd["elapsed"])
+        self.best_loss, self.best_step = float(sd["best_loss"]), int(sd["best_step"])
+        self.nonfinite, self.window = int(sd["nonfinite"]), dict(sd["window"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.scheduler.load_state_dict(sd["scheduler"])
+        self.batches.load_state_dict(sd["batches"])
+        hidden = [h.to(self.device) for h in sd["hidden"]]
+        self.state = None if not hidden else hidden[0] if self.model.config.cell != "lstm" else tuple(hidden)
+        torch.set_rng_state(sd["rng_cpu"])
+        if sd["rng_cuda"] and torch.cuda.is_available() and len(sd["rng_cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(sd["rng_cuda"])
