@@ -67,7 +67,7 @@ def test_resume_is_bit_identical(corpus: Path, tmp_path: Path, steps: int, stop_
     charrnn(*args, "--out", "whole", cwd=tmp_path)
     stopped = charrnn(*args, "--out", "halves", cwd=tmp_path, stop_at=stop_at)
     assert stopped.returncode == 130, stopped.stderr
-    assert f"Resume with: charrnn train --resume halves" in stopped.stderr
+    assert "Resume with: charrnn train --resume halves" in stopped.stderr
     assert checkpoint.latest_of(tmp_path / "halves", []).step == stop_at
     charrnn("train", "--resume", "halves", cwd=tmp_path)
     assert losses(tmp_path / "whole") == losses(tmp_path / "halves")
