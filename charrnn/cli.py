@@ -19,9 +19,18 @@ from typing import Annotated, Any, TypeVar
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from charrnn import __version__, checkpoint, config, data, run
+from charrnn.corpus import load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, num_parameters
@@ -85,6 +94,33 @@ def _root(
 
 def _opt(help: str, default: Any) -> Any:
     return typer.Option(help=f"{help} [default: {default}]", show_default=False)
+
+
+class ReadingView:
+    """A progress bar for reading and encoding a large corpus (small ones are done before it would show)."""
+
+    SHOW_FROM = 64 << 20  # bytes
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def update(self, done: int, total: int) -> None:
+        if total < self.SHOW_FROM:
+            return
+        if self.progress is None:
+            self.progress = Progress(TextColumn("reading corpus"), BarColumn(), DownloadColumn(),
+                                     TransferSpeedColumn(), TimeRemainingColumn(), console=err)
+            self.task = self.progress.add_task("read", total=total)
+            self.progress.start()
+        self.progress.update(self.task, completed=done)
+
+    def __enter__(self) -> ReadingView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
 
 
 class ProgressView:
@@ -183,16 +219,19 @@ def train(
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
     _check_errors_policy(errors)
     warnings: list[str] = []
-    if resume:
-        if init_from is not None or out is not None:
-            raise CharRNNError("--resume continues a run in place: it takes neither --init-from nor --out")
-        setup = run.resume(corpus, config_file, flags, warnings)
-    elif corpus is None:
-        raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
-    elif init_from is not None:
-        setup = run.warm_start(corpus, config_file, flags, out, init_from, grow_vocab, encoding, errors, warnings)
-    else:
-        setup = run.new_run(corpus, config.resolve(config_file, flags), out, encoding, errors, warnings)
+    with ReadingView() as reading:
+        if resume:
+            if init_from is not None or out is not None:
+                raise CharRNNError("--resume continues a run in place: it takes neither --init-from nor --out")
+            setup = run.resume(corpus, config_file, flags, warnings, reading.update)
+        elif corpus is None:
+            raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
+        elif init_from is not None:
+            setup = run.warm_start(corpus, config_file, flags, out, init_from, grow_vocab, encoding, errors,
+                                   warnings, reading.update)
+        else:
+            setup = run.new_run(corpus, config.resolve(config_file, flags), out, encoding, errors, warnings,
+                                reading.update)
     _warn(warnings)
     cfg, text = setup.cfg, setup.corpus
     train_tokens, val_tokens = data.split(text.tokens, cfg.val_fraction)
@@ -329,8 +368,8 @@ def eval_cmd(
     if corpus is None:
         tokens, source = _validation_split(ckpt)
     else:
-        text, _ = data.read_text(corpus, encoding, errors)
-        tokens, source = ckpt.vocab.encode(text, str(corpus)), str(corpus)
+        with ReadingView() as reading:
+            tokens, source = load_corpus(corpus, encoding, errors, ckpt.vocab, reading.update).tokens, str(corpus)
     if len(tokens) < 2:
         raise CharRNNError(f"{source} needs at least two characters to score")
     score = evaluate(model, tokens, dev)
@@ -348,10 +387,14 @@ def _validation_split(ckpt: checkpoint.Checkpoint) -> tuple[Any, str]:
     path = Path(source.get("path", ""))
     if not path.is_file():
         raise CharRNNError(f"the run's corpus {path} is gone: pass the text to score, `charrnn eval FILE`")
-    text, digest = data.read_text(path, source.get("encoding", "utf-8"), source.get("errors", "strict"))
-    if digest != source.get("sha256"):
-        raise CharRNNError(f"the run's corpus {path} has changed since training: pass the text to score")
-    _, val = data.split(ckpt.vocab.encode(text, str(path)), ckpt.meta["config"]["val_fraction"])
+    changed = CharRNNError(f"the run's corpus {path} has changed since training: pass the text to score")
+    try:
+        corpus = load_corpus(path, source.get("encoding", "utf-8"), source.get("errors", "strict"), ckpt.vocab)
+    except CharRNNError:
+        raise changed from None
+    if corpus.sha256 != source.get("sha256"):
+        raise changed
+    _, val = data.split(corpus.tokens, ckpt.meta["config"]["val_fraction"])
     return val, f"{path} (validation split)"
 
 

@@ -16,7 +16,7 @@ import tomllib
 
 from charrnn.errors import CharRNNError
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 BATCHINGS = ("sequential", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

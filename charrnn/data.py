@@ -1,4 +1,4 @@
-"""Corpora and batches: reading text, the train/validation split, and the two batch streams.
+"""Batches: the train/validation split and the two batch streams (reading corpora is corpus.py's).
 
 Token arrays are NumPy (in memory or memory-mapped); a batch is built by fancy indexing, so a stream
 never copies more of the corpus than one batch. This module knows nothing about the model.
@@ -6,64 +6,12 @@ never copies more of the corpus than one batch. This module knows nothing about 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from charrnn.errors import CharRNNError
-from charrnn.vocab import Vocab
-
-BOM = b"\xef\xbb\xbf"
-
-
-@dataclass(frozen=True)
-class Corpus:
-    """A whole corpus as token ids, with its vocabulary and a fingerprint of the file."""
-
-    tokens: np.ndarray
-    vocab: Vocab
-    path: Path
-    sha256: str
-    encoding: str = "utf-8"
-    errors: str = "strict"
-
-
-def read_text(path: Path, encoding: str = "utf-8", errors: str = "strict") -> tuple[str, str]:
-    """Read a text file as (text, sha256 of its bytes), with a clear error for every bad case."""
-    if not path.exists():
-        raise CharRNNError(f"{path} does not exist: give the path of a text file")
-    if path.is_dir():
-        raise CharRNNError(f"{path} is a directory: give the path of a text file")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CharRNNError(f"cannot read {path}: {e.strerror}") from None
-    digest = hashlib.sha256(raw).hexdigest()
-    skip = len(BOM) if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and raw.startswith(BOM) else 0
-    if b"\x00" in raw[: 1 << 16] and encoding.lower().startswith("utf-8"):
-        raise CharRNNError(f"{path} looks like a binary file (it contains NUL bytes): give a text file")
-    try:
-        text = raw[skip:].decode(encoding, errors)
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}: use a name Python knows, e.g. utf-8 or latin-1") from None
-    except UnicodeDecodeError as e:
-        raise CharRNNError(
-            f"{path} is not valid {encoding}: bad byte 0x{raw[skip + e.start]:02x} at byte offset "
-            f"{skip + e.start}; convert the file, or pass --encoding (e.g. latin-1) or --errors replace"
-        ) from None
-    if not text.strip():
-        raise CharRNNError(f"{path} is empty or only whitespace: give a file with text to learn from")
-    return text, digest
-
-
-def load_corpus(path: Path, encoding: str = "utf-8", errors: str = "strict", vocab: Vocab | None = None) -> Corpus:
-    """Read and encode a corpus, with its own vocabulary or a given one (unknown characters are an error)."""
-    text, digest = read_text(path, encoding, errors)
-    vocab = vocab or Vocab.from_text(text)
-    return Corpus(vocab.encode(text, str(path)), vocab, path, digest, encoding, errors)
 
 
 def split(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

@@ -44,37 +44,44 @@ class Score:
         return {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}
 
 
-def _layout(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Input and label rows (S, T) for ``n`` tokens; labels are IGNORE where not counted."""
+def _layout(n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cut the n - 1 predictions of ``n`` tokens into streams: (bounds (S+1,), starts (S,), width).
+
+    Stream s counts the predictions made from inputs bounds[s] .. bounds[s+1]-1 and starts reading at
+    starts[s] (CONTEXT earlier, except the first); width is the longest stream's length."""
     targets = n - 1
     streams = max(1, min(MAX_STREAMS, targets // MIN_STREAM_LEN))
     bounds = np.linspace(0, targets, streams + 1).astype(np.int64)
     starts = np.maximum(bounds[:-1] - CONTEXT, 0)
-    width = int((bounds[1:] - starts).max())
-    pos = starts[:, None] + np.arange(width)  # (S, T) index of each input token
+    return bounds, starts, int((bounds[1:] - starts).max())
+
+
+def _window(bounds: np.ndarray, starts: np.ndarray, t0: int, t1: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input positions (S, t1-t0) of columns t0..t1 of every stream, and which of them are counted."""
+    pos = starts[:, None] + np.arange(t0, t1)
     counted = (pos >= bounds[:-1, None]) & (pos < bounds[1:, None])
-    return np.minimum(pos, targets - 1), counted
+    return np.minimum(pos, n - 2), counted
 
 
 @torch.no_grad()
 def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device) -> Score:
-    """Mean loss over every character of ``tokens`` after the first, in nats."""
-    if len(tokens) < 2:
+    """Mean loss over every character of ``tokens`` after the first, in nats. Memory stays bounded by
+    one chunk of columns, so a memory-mapped validation split of any size can be scored."""
+    n = len(tokens)
+    if n < 2:
         return Score(loss=float("nan"), chars=0)
     was_training = model.training
     model.eval()
-    pos, counted = _layout(len(tokens))
-    x = torch.from_numpy(tokens[pos].astype(np.int64))
-    y = torch.from_numpy(np.where(counted, tokens[pos + 1].astype(np.int64), IGNORE))
-    chunk = max(1, LOGITS_BUDGET // (x.shape[0] * model.config.vocab_size))
+    bounds, starts, width = _layout(n)
+    chunk = max(1, LOGITS_BUDGET // (len(starts) * model.config.vocab_size))
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
-    for t in range(0, x.shape[1], chunk):
-        xb = x[:, t : t + chunk].to(device, non_blocking=True)
-        yb = y[:, t : t + chunk].to(device, non_blocking=True)
-        logits, state = model(xb, state)
-        total += F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(), ignore_index=IGNORE,
+    for t in range(0, width, chunk):
+        pos, counted = _window(bounds, starts, t, min(t + chunk, width), n)
+        x = torch.from_numpy(tokens[pos].astype(np.int64)).to(device, non_blocking=True)
+        y = torch.from_numpy(np.where(counted, tokens[pos + 1].astype(np.int64), IGNORE)).to(device)
+        logits, state = model(x, state)  # (S, T, V)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE,
                                  reduction="sum").double()
     model.train(was_training)
-    chars = int(counted.sum())
-    return Score(loss=total.item() / chars, chars=chars)
+    return Score(loss=total.item() / (n - 1), chars=n - 1)

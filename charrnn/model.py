@@ -10,11 +10,13 @@ import torch
 from torch import nn
 
 from charrnn.config import ModelConfig
+from charrnn.minrnn import MinRNN
 
 # The recurrent state: h of shape (L, B, H), or (h, c) for an LSTM.
 State = torch.Tensor | tuple[torch.Tensor, ...]
 
 _CORES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+MIN_CELLS = ("mingru", "minlstm")  # parallel-scan cells, see minrnn.py
 
 
 class CharRNN(nn.Module):
@@ -22,16 +24,20 @@ class CharRNN(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embedding_size)
-        core = _CORES[config.cell]
-        kwargs = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
-        self.rnn = core(
-            config.embedding_size,
-            config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            batch_first=True,
-            **kwargs,
-        )
+        if config.cell in MIN_CELLS:
+            self.rnn = MinRNN(config.cell, config.embedding_size, config.hidden_size, config.num_layers,
+                              config.dropout)
+        else:
+            core = _CORES[config.cell]
+            kwargs = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
+            self.rnn = core(
+                config.embedding_size,
+                config.hidden_size,
+                num_layers=config.num_layers,
+                dropout=config.dropout if config.num_layers > 1 else 0.0,
+                batch_first=True,
+                **kwargs,
+            )
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
 
@@ -41,13 +47,15 @@ class CharRNN(nn.Module):
         return self.head(self.drop(out)), state  # (B, T, V)
 
 
-def detach_state(state: State | None) -> State | None:
-    """Cut the graph at a batch boundary: the values carry over, the gradients do not."""
+def detach_state(state: State | None, keep: torch.Tensor | None = None) -> State | None:
+    """Cut the graph at a batch boundary: the values carry over, the gradients do not.
+    Where the boolean ``keep`` is False the state is zeroed instead (as if starting afresh)."""
     if state is None:
         return None
     if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+        return tuple(detach_state(s, keep) for s in state)
+    state = state.detach()
+    return state if keep is None else torch.where(keep, state, torch.zeros((), device=state.device))
 
 
 def num_parameters(model: nn.Module) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from charrnn import checkpoint, config
 from charrnn.config import TrainConfig, to_toml
-from charrnn.data import Corpus, load_corpus, read_text
+from charrnn.corpus import Corpus, Progress, load_corpus, scan, vocab_of
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import Score
 from charrnn.model import CharRNN, widen_vocab
@@ -136,8 +136,8 @@ LARGE_VOCAB = 10_000
 
 
 def new_run(corpus_path: Path, cfg: TrainConfig, out: Path | None, encoding: str, errors: str,
-            warn: list[str]) -> Setup:
-    corpus = load_corpus(corpus_path, encoding, errors)
+            warn: list[str], progress: Progress | None = None) -> Setup:
+    corpus = load_corpus(corpus_path, encoding, errors, progress=progress)
     if len(corpus.vocab) > LARGE_VOCAB:
         warn.append(f"{corpus_path} has {len(corpus.vocab):,} distinct characters; the output layer will be "
                     "large (is this really text in one encoding?)")
@@ -146,7 +146,8 @@ def new_run(corpus_path: Path, cfg: TrainConfig, out: Path | None, encoding: str
 
 
 def warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, Any], out: Path | None,
-               init_from: Path, grow_vocab: bool, encoding: str, errors: str, warn: list[str]) -> Setup:
+               init_from: Path, grow_vocab: bool, encoding: str, errors: str, warn: list[str],
+               progress: Progress | None = None) -> Setup:
     """A new run (fresh optimizer and step count) whose model starts from another run's weights."""
     ckpt = checkpoint.resolve(init_from, RUNS_ROOT, warn)
     old = ckpt.model_config
@@ -156,8 +157,7 @@ def warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, Any
             raise CharRNNError(f"{key} is {getattr(cfg, key)!r} but --init-from {init_from} has "
                                f"{getattr(old, key)!r}: a warm start keeps the model's shape")
     vocab = ckpt.vocab
-    text, _ = read_text(corpus_path, encoding, errors)
-    unknown = vocab.unknown(text)
+    unknown = [c for c in vocab_of(scan(corpus_path, encoding, errors, progress)[0]).chars if c not in vocab]
     if unknown and not grow_vocab:
         raise CharRNNError(f"{corpus_path} has {len(unknown)} character(s) that {init_from} has never seen: "
                            f"{describe_chars(unknown)}; pass --grow-vocab to add them to the model")
@@ -169,11 +169,12 @@ def warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, Any
         warn.append(f"added {len(unknown)} new character(s) to the vocabulary: {describe_chars(unknown)}")
     model = CharRNN(cfg.model_config(len(vocab)))
     model.load_state_dict(weights)
-    corpus = load_corpus(corpus_path, encoding, errors, vocab)
+    corpus = load_corpus(corpus_path, encoding, errors, vocab, progress)
     return Setup(start(corpus, cfg, out), cfg, corpus, model)
 
 
-def resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any], warn: list[str]) -> Setup:
+def resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any], warn: list[str],
+           progress: Progress | None = None) -> Setup:
     """Continue a run from its newest good checkpoint, exactly where it stopped."""
     if run_dir is not None and run_dir.is_file():
         raise CharRNNError(f"{run_dir} is a file: --resume takes a run directory (or nothing for the latest run)")
@@ -188,8 +189,11 @@ def resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any]
                            "pass a larger --steps or --max-time to train further")
     source = ckpt.meta["corpus"]
     path = Path(source["path"])
-    corpus = load_corpus(path, source["encoding"], source["errors"], ckpt.vocab)
-    if corpus.sha256 != source["sha256"]:
+    try:
+        corpus = load_corpus(path, source["encoding"], source["errors"], ckpt.vocab, progress)
+    except CharRNNError:
+        corpus = None
+    if corpus is None or corpus.sha256 != source["sha256"]:
         raise CharRNNError(f"the corpus {path} has changed since this run started; it cannot be resumed exactly: "
                            "start a new run (use --init-from to keep the weights)")
     set_seed(cfg.seed)

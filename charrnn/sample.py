@@ -14,6 +14,7 @@ import torch
 
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
+from charrnn.step import stepper
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,17 @@ def generate(
     generator: torch.Generator | None = None,
     num_samples: int = 1,
 ) -> Iterator[torch.Tensor]:
-    """Yield ``length`` steps of (num_samples,) token ids continuing ``prefix`` (P,) int64, P >= 1."""
+    """Yield ``length`` steps of (num_samples,) token ids continuing ``prefix`` (P,) int64, P >= 1.
+
+    The prefix runs through the network in one pass; each new character is then one fast step."""
     model.eval()
     device = next(model.parameters()).device
     idx = prefix.to(device).unsqueeze(0).expand(num_samples, -1)  # (N, P)
     logits, state = model(idx)  # (N, P, V)
     last = logits[:, -1]
+    step = stepper(model, state, num_samples).step
     for i in range(length):
         token = next_token(last, how, generator)  # (N,)
         yield token
         if i + 1 < length:
-            logits, state = model(token.unsqueeze(1), state)
-            last = logits[:, -1]
+            last = step(token)

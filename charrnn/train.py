@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -90,11 +91,14 @@ def lr_factor(step: int, progress: float, warmup_steps: int, min_lr_ratio: float
 
 
 def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only; biases are left alone."""
+    """Fused AdamW, with weight decay on matrices only (biases are left alone).
+
+    The fused kernel also skips an update on the device when ``optimizer.found_inf`` is 1 (the
+    mechanism GradScaler uses), so guarding against NaN costs no host-device synchronisation."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=True)
 
 
 MAX_NONFINITE = 5  # consecutive non-finite steps before training stops
@@ -117,6 +121,8 @@ class Trainer:
         callback: Callable[[Event], None] | None = None,
         save: Callable[[Trainer, Score | None], None] | None = None,
     ) -> None:
+        if device.type == "cuda":  # TF32 tensor cores for fp32 matmuls (cuDNN's RNNs already use them)
+            torch.backends.cuda.matmul.allow_tf32 = True
         self.model = model.to(device)
         self.cfg = cfg
         self.device = device
@@ -130,8 +136,8 @@ class Trainer:
         self.elapsed = 0.0  # seconds of this run so far, across resumes
         self.best_loss = math.inf
         self.best_step = 0
-        self.nonfinite = 0  # consecutive skipped steps
-        self.window = {"steps": 0, "loss": 0.0, "chars": 0}  # the training-loss log line being built
+        self.bad_run = torch.zeros((), dtype=torch.long, device=device)  # non-finite steps in a row
+        self.window = self._empty_window()  # the training-loss log line being built
         self.stop_requested: int | None = None  # a signal number, set from a signal handler
         self.scheduler = LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.progress(), cfg.warmup_steps, cfg.min_lr_ratio)
@@ -146,26 +152,24 @@ class Trainer:
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on one batch; returns the loss and the gradient norm before clipping.
 
-        A non-finite loss or gradient norm skips the update (and drops the carried state)."""
+        A non-finite loss or gradient norm skips the update and zeroes the carried state, all on the
+        device; ``self.bad_run`` counts such steps in a row."""
         x = batch.x.to(self.device, non_blocking=True)
         y = batch.y.to(self.device, non_blocking=True)
         if batch.reset:
             self.state = None
         logits, state = self.model(x, self.state)  # (B, T, V)
-        self.state = detach_state(state)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        if torch.isfinite(loss) and torch.isfinite(grad_norm):
-            self.optimizer.step()
-            self.nonfinite = 0
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state = None
-            self.nonfinite += 1
+        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
+        self.optimizer.found_inf = bad.float()
+        self.optimizer.step()
         self.scheduler.step()
+        self.bad_run = (self.bad_run + 1) * bad
+        self.state = detach_state(state, keep=~bad)
         self.step += 1
         return loss.detach(), grad_norm.detach()
 
@@ -192,19 +196,26 @@ class Trainer:
         self.save(self, score)
 
     def _log(self, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int, window_start: float) -> bool:
-        """Add a step to the log window; emit the line when it is full. Returns True if emitted."""
+        """Add a step to the log window (on the device: no synchronisation); emit the line when the
+        window is full. Returns True if it emitted."""
         w = self.window
-        value = loss.item()
-        if math.isfinite(value):
-            w["steps"], w["loss"], w["chars"] = w["steps"] + 1, w["loss"] + value, w["chars"] + chars
+        ok = torch.isfinite(loss)
+        w["steps"] = w["steps"] + ok
+        w["loss"] = w["loss"] + torch.where(ok, loss.double(), 0.0)
+        w["chars"] += chars
         if self.step % self.cfg.log_every and self.step != self.cfg.steps:
             return False
-        if w["steps"]:
+        steps = int(w["steps"])
+        if steps:
             speed = w["chars"] / max(time.perf_counter() - window_start, 1e-9)
-            self.callback(Event("train", self.step, w["loss"] / w["steps"], self._lr(), grad_norm.item(),
+            self.callback(Event("train", self.step, float(w["loss"]) / steps, self._lr(), grad_norm.item(),
                                 speed, self.elapsed, self.progress()))
-        self.window = {"steps": 0, "loss": 0.0, "chars": 0}
+        self.window = self._empty_window()
         return True
+
+    def _empty_window(self) -> dict[str, Any]:
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        return {"steps": zero.clone(), "loss": zero, "chars": 0}
 
     def fit(self) -> Summary:
         """Train until ``steps``, ``max_time`` or a stop request, evaluating every ``eval_every`` steps and
@@ -218,12 +229,13 @@ class Trainer:
             batch = next(self.batches)
             loss, grad_norm = self.train_step(batch)
             self.elapsed = time.perf_counter() - started
-            if self._log(loss, grad_norm, batch.x.numel(), window_start):
+            emitted = self._log(loss, grad_norm, batch.x.numel(), window_start)
+            if emitted:
                 window_start = time.perf_counter()
-            if self.nonfinite >= MAX_NONFINITE:
+            if (emitted or self.device.type == "cpu") and int(self.bad_run) >= MAX_NONFINITE:
                 raise CharRNNError(
-                    f"the loss or gradients were not finite for {self.nonfinite} steps in a row (step {self.step}); "
-                    "lower --lr or --clip, and resume from the last checkpoint", exit_code=4)
+                    f"the loss or gradients were not finite for {int(self.bad_run)} steps in a row (step "
+                    f"{self.step}); lower --lr or --clip, and resume from the last checkpoint", exit_code=4)
             if cfg.max_time is not None and self.elapsed >= cfg.max_time:
                 stopped_by = "time"
                 break
@@ -246,8 +258,8 @@ class Trainer:
             "elapsed": self.elapsed,
             "best_loss": self.best_loss,
             "best_step": self.best_step,
-            "nonfinite": self.nonfinite,
-            "window": dict(self.window),
+            "bad_run": int(self.bad_run),
+            "window": {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in self.window.items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "batches": self.batches.state_dict(),
@@ -259,7 +271,11 @@ class Trainer:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.step, self.elapsed = int(sd["step"]), float(sd["elapsed"])
         self.best_loss, self.best_step = float(sd["best_loss"]), int(sd["best_step"])
-        self.nonfinite, self.window = int(sd["nonfinite"]), dict(sd["window"])
+        self.bad_run = torch.tensor(int(sd["bad_run"]), device=self.device)
+        w = sd["window"]
+        self.window = {"steps": torch.tensor(float(w["steps"]), dtype=torch.float64, device=self.device),
+                       "loss": torch.tensor(float(w["loss"]), dtype=torch.float64, device=self.device),
+                       "chars": int(w["chars"])}
         self.optimizer.load_state_dict(sd["optimizer"])
         self.scheduler.load_state_dict(sd["scheduler"])
         self.batches.load_state_dict(sd["batches"])

@@ -23,6 +23,14 @@ def synthetic_text(chars: int = 6000, seed: int = 0) -> str:
     return "".join(out)[:chars]
 
 
+@pytest.fixture(autouse=True)
+def corpus_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test encodes corpora into its own cache, never the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CHARRNN_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     path = tmp_path / "corpus.txt"

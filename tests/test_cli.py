@@ -154,3 +154,98 @@ def test_python_dash_m(tmp_path: Path):
     out = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, env=env,
                          cwd=tmp_path, check=True)
     assert out.stdout.strip() == f"charrnn {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty or only whitespace: give a file with text to learn from"),
+        (b"   \n\n\t ", "is empty or only whitespace"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "looks like a binary file (it contains NUL bytes)"),
+        (b"caf\xe9 au lait", "is not valid utf-8: bad byte 0xe9 at byte offset 3"),
+    ],
+    ids=["empty", "whitespace", "binary", "latin-1"],
+)
+def test_corpus_errors_through_the_cli(tmp_path: Path, monkeypatch, content: bytes, message: str):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.txt"
+    path.write_bytes(content)
+    assert_user_error(cli("train", path), 2, message)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unreadable_corpus(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    real_open = Path.open
+
+    def denied(self, *args, **kwargs):
+        if self == corpus:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert_user_error(cli("train", corpus, "--steps", "1", *TINY_FLAGS), 2, f"cannot read {corpus}: Permission denied")
+
+
+def test_encoding_option_reads_other_encodings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "latin.txt"
+    path.write_bytes(("café au lait et crème brûlée " * 200).encode("latin-1"))
+    result = cli("train", path, "--encoding", "latin-1", "--steps", "2", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert_user_error(cli("train", path, "--encoding", "klingon"), 2, "unknown encoding 'klingon'")
+
+
+def test_huge_vocabulary_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "wide.txt"
+    path.write_text("".join(chr(0x4E00 + i) for i in range(10_050)) * 2, encoding="utf-8")
+    result = cli("train", path, "--steps", "1", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert "Warning: " in result.stderr and "10,050 distinct characters" in result.stderr
+
+
+def test_out_of_memory_is_one_line(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+
+    def oom(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr("charrnn.train.Trainer.fit", oom)
+    assert_user_error(cli("train", corpus, *TINY_FLAGS), 3, "out of memory: the model or batch does not fit")
+
+
+def test_num_samples_must_be_positive(trained: Path):
+    assert_user_error(cli("generate", "--num-samples", "0"), 2, "--num-samples must be at least 1")
+
+
+def test_corrupt_checkpoints_fall_back_then_fail(trained: Path):
+    (run_dir,) = trained.iterdir()
+    ckpts = sorted((run_dir / "checkpoints").iterdir())
+    (ckpts[-1] / "model.safetensors").write_bytes(b"garbage")
+    result = cli("generate", "--length", "3", "--seed", "0")
+    assert result.exit_code == 0
+    assert "Warning: " in result.stderr and "does not match its manifest; using an older checkpoint" in result.stderr
+    for ckpt in ckpts:
+        (ckpt / "meta.json").write_text("{not json")
+    assert_user_error(cli("generate"), 2, "no usable checkpoint in runs/")
+
+
+def test_resume_without_any_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(cli("train", "--resume"), 2, "no trained model found under runs/")
+    assert_user_error(cli("train"), 2, "give the corpus to train on")
+
+
+def test_eval_needs_the_unchanged_corpus(trained: Path, corpus: Path):
+    corpus.write_text(corpus.read_text(encoding="utf-8") + "machine", encoding="utf-8")
+    assert_user_error(cli("eval"), 2, f"the run's corpus {corpus} has changed since training")
+    corpus.unlink()
+    assert_user_error(cli("eval"), 2, f"the run's corpus {corpus} is gone: pass the text to score")
+
+
+def test_mistyped_flag_values_are_usage_errors(corpus: Path):
+    result = cli("train", corpus, "--steps", "many")
+    assert result.exit_code == 2
+    assert "Error: Invalid value for '--steps'" in result.stderr and "Traceback" not in result.stderr
+    assert cli("train", corpus, "--hidden-sise", "3").exit_code == 2

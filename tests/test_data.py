@@ -1,58 +1,10 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.data import RandomBatches, SequentialBatches, load_corpus, read_text, split
+from charrnn.data import RandomBatches, SequentialBatches, split
 from charrnn.errors import CharRNNError
-
-
-def test_bom_is_stripped(tmp_path: Path):
-    path = tmp_path / "t.txt"
-    path.write_bytes(b"\xef\xbb\xbfhello")
-    assert read_text(path)[0] == "hello"
-
-
-def test_invalid_utf8_names_the_byte_offset(tmp_path: Path):
-    path = tmp_path / "t.txt"
-    path.write_bytes(b"hello \xff world")
-    with pytest.raises(CharRNNError, match="byte 0xff at byte offset 6"):
-        read_text(path)
-    assert read_text(path, errors="replace")[0] == "hello \ufffd world"
-    assert read_text(path, encoding="latin-1")[0] == "hello \xff world"
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [(b"", "empty or only whitespace"), (b" \n\t\n", "empty or only whitespace"),
-     (b"\x00\x01\x02binary", "binary file")],
-)
-def test_unusable_files(tmp_path: Path, content: bytes, message: str):
-    path = tmp_path / "t.txt"
-    path.write_bytes(content)
-    with pytest.raises(CharRNNError, match=message):
-        read_text(path)
-
-
-def test_missing_file_and_directory(tmp_path: Path):
-    with pytest.raises(CharRNNError, match="does not exist"):
-        read_text(tmp_path / "nope.txt")
-    with pytest.raises(CharRNNError, match="is a directory"):
-        read_text(tmp_path)
-
-
-def test_unknown_encoding(tmp_path: Path):
-    path = tmp_path / "t.txt"
-    path.write_text("hi")
-    with pytest.raises(CharRNNError, match="unknown encoding"):
-        read_text(path, encoding="klingon")
-
-
-def test_load_corpus_encodes_every_character(corpus: Path):
-    c = load_corpus(corpus)
-    assert c.vocab.decode(c.tokens) == corpus.read_text(encoding="utf-8")
 
 
 @given(n=st.integers(2, 10_000), frac=st.floats(0.01, 0.99))

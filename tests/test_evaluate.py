@@ -36,8 +36,9 @@ def test_long_text_counts_every_character_once(model: CharRNN, monkeypatch: pyte
     monkeypatch.setattr(ev, "MIN_STREAM_LEN", 100)
     monkeypatch.setattr(ev, "LOGITS_BUDGET", 7 * 8 * 50)  # several time chunks, state carried between
     tokens = np.random.default_rng(1).integers(0, 7, 1000)
-    pos, counted = ev._layout(len(tokens))
-    assert counted.sum() == 999
+    bounds, starts, width = ev._layout(len(tokens))
+    assert len(starts) == 9 and (starts == np.maximum(bounds[:-1] - ev.CONTEXT, 0)).all()
+    pos, counted = ev._window(bounds, starts, 0, width, len(tokens))
     assert sorted(pos[counted].tolist()) == list(range(999))
     score = ev.evaluate(model, tokens, torch.device("cpu"))
     assert score.chars == 999

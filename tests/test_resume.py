@@ -19,7 +19,10 @@ from charrnn import checkpoint
 from tests.conftest import TINY_FLAGS
 
 ROOT = Path(__file__).parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 # Runs the real CLI, but asks the trainer to stop (as a first Ctrl-C would) once it reaches STOP_AT.
 STOP_AT_SCRIPT = """
@@ -40,7 +43,7 @@ cli.main()
 
 def charrnn(*args: object, cwd: Path, stop_at: int | None = None, check: bool = True) -> subprocess.CompletedProcess:
     prefix = ["-c", STOP_AT_SCRIPT, str(stop_at)] if stop_at is not None else ["-m", "charrnn"]
-    result = subprocess.run([sys.executable, *prefix, *map(str, args)], cwd=cwd, env=ENV, capture_output=True,
+    result = subprocess.run([sys.executable, *prefix, *map(str, args)], cwd=cwd, env=env(), capture_output=True,
                             text=True, timeout=300)
     if check and result.returncode not in (0, 130):
         raise AssertionError(result.stderr)
@@ -84,6 +87,12 @@ def test_resume_refuses_changed_settings_and_finished_runs(corpus: Path, tmp_pat
     assert done.returncode == 2 and "already finished" in done.stderr
     more = charrnn("train", "--resume", "r", "--steps", 20, cwd=tmp_path)
     assert "resuming r at step 10" in more.stderr
+    (tmp_path / "r" / "notes.txt").write_text("x")
+    as_file = charrnn("train", "--resume", "r/notes.txt", cwd=tmp_path, check=False)
+    assert as_file.returncode == 2 and "is a file: --resume takes a run directory" in as_file.stderr
+    corpus.write_text(corpus.read_text(encoding="utf-8") + "more", encoding="utf-8")
+    edited = charrnn("train", "--resume", "r", "--steps", 30, cwd=tmp_path, check=False)
+    assert edited.returncode == 2 and f"the corpus {corpus} has changed since this run started" in edited.stderr
     none = charrnn("train", "--resume", "nothing-here", cwd=tmp_path, check=False)
     assert none.returncode == 2 and "Error: there is no run nothing-here to resume" in none.stderr
 
@@ -98,7 +107,7 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float =
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_and_tells_how_to_resume(corpus: Path, tmp_path: Path, sig: int, code: int):
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000",
-                             *TINY_FLAGS, "--out", "r"], cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True)
+                             *TINY_FLAGS, "--out", "r"], cwd=tmp_path, env=env(), stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(tmp_path / "r", proc)
     time.sleep(0.3)
     proc.send_signal(sig)
@@ -115,7 +124,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_run(corpus: Path, 
     run_dir = tmp_path / "r"
     args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000", *TINY_FLAGS[:-8],
             "--eval-every", "1", "--log-every", "1", "--device", "cpu", "--out", "r"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=ENV, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env(), stderr=subprocess.DEVNULL)
     _wait_for_checkpoint(run_dir, proc)
     for kill in range(4):
         time.sleep(rng.uniform(0.0, 0.5))
@@ -126,7 +135,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unloadable_run(corpus: Path, 
         ckpt.trainer_state()
         if kill < 3:
             proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--resume", "r"], cwd=tmp_path,
-                                    env=ENV, stderr=subprocess.DEVNULL)
+                                    env=env(), stderr=subprocess.DEVNULL)
             time.sleep(2.0)  # let it get past start-up and save again
     assert charrnn("generate", "--checkpoint", "r", "--length", "5", cwd=tmp_path).returncode == 0
     assert charrnn("eval", "--checkpoint", "r", cwd=tmp_path).returncode == 0
@@ -138,7 +147,7 @@ def test_warm_start_and_vocabulary_growth(corpus: Path, tmp_path: Path):
     new.write_text(corpus.read_text(encoding="utf-8") + " Zürich!", encoding="utf-8")
     refused = charrnn("train", new, "--init-from", "base", *TINY_FLAGS, cwd=tmp_path, check=False)
     assert refused.returncode == 2
-    assert "has 3 character(s) that base has never seen: 'Z' (U+005A), 'ü' (U+00FC), '!' (U+0021)" in refused.stderr
+    assert "has 3 character(s) that base has never seen: '!' (U+0021), 'Z' (U+005A), 'ü' (U+00FC)" in refused.stderr
     shape = charrnn("train", new, "--init-from", "base", "--hidden-size", 32, cwd=tmp_path, check=False)
     assert "Error: hidden_size is 32 but --init-from base has 24" in shape.stderr
     grown = charrnn("train", new, "--init-from", "base", "--grow-vocab", "--steps", 5, *TINY_FLAGS[:-8],

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from charrnn.config import TrainConfig
-from charrnn.data import load_corpus, split
+from charrnn.corpus import load_corpus
+from charrnn.data import split
+from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.train import Event, Trainer, lr_factor, set_seed
 
@@ -88,3 +90,29 @@ def test_max_time_stops_and_evaluates(corpus, tiny):
     summary = make_trainer(corpus, cfg).fit()
     assert summary.stopped_by == "time"
     assert 0 < summary.steps < 10**6 and np.isfinite(summary.final.loss)
+
+
+def test_non_finite_steps_are_skipped_then_stop(corpus, tiny, monkeypatch):
+    saves = []
+    trainer = make_trainer(corpus, tiny, save=lambda t, s: saves.append(t.step))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    real = torch.nn.functional.cross_entropy
+    monkeypatch.setattr("charrnn.train.F.cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(CharRNNError, match="not finite for 5 steps in a row") as info:
+        trainer.fit()
+    assert info.value.exit_code == 4
+    assert trainer.step == 5 and saves == []
+    assert all(torch.equal(p, b) for p, b in zip(trainer.model.parameters(), before, strict=True))
+
+
+def test_one_bad_step_is_skipped_and_training_goes_on(corpus, tiny, monkeypatch):
+    trainer = make_trainer(corpus, tiny)
+    real, calls = torch.nn.functional.cross_entropy, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        return real(*a, **k) * (float("inf") if len(calls) == 3 else 1.0)
+
+    monkeypatch.setattr("charrnn.train.F.cross_entropy", flaky)
+    summary = trainer.fit()
+    assert summary.steps == tiny.steps and np.isfinite(summary.final.loss)

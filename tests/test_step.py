@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from charrnn.config import ModelConfig
+from charrnn.model import CharRNN
+from charrnn.step import Stepper
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("layers", [1, 3])
+def test_fast_step_equals_the_full_forward_pass(cell: str, layers: int):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, embedding_size=5, hidden_size=8, num_layers=layers))
+    model.eval()
+    idx = torch.randint(11, (3, 12))  # 3 streams
+    with torch.no_grad():
+        want, _ = model(idx)
+        _, state = model(idx[:, :4])
+    stepper = Stepper(model, state, num_streams=3)
+    for t in range(4, 12):
+        got = stepper.step(idx[:, t]).clone()
+        torch.testing.assert_close(got, want[:, t], rtol=1e-5, atol=1e-5)
+
+
+def test_stepper_does_not_touch_the_model_or_its_state():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=5, hidden_size=4, embedding_size=3)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        _, state = model(torch.tensor([[1, 2]]))
+    h = state[0].clone()
+    stepper = Stepper(model, state, 1)
+    stepper.step(torch.tensor([3]))
+    assert torch.equal(state[0], h)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
