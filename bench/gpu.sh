@@ -21,7 +21,7 @@ $py bench/throughput.py --device cuda --rounds 3 --seconds 3
 $py bench/throughput.py --device cuda --rounds 3 --seconds 3 --hidden-size 512 --num-layers 3 --batch-size 128 --seq-len 128
 $py bench/sampling.py --rounds 2 --seconds 2
 if [ -f "$corpus" ]; then
-  $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda -- \
+  $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda \
       --hidden-size 512 --num-layers 3 --batch-size 64 --seq-len 128 --dropout 0.2 --lr 3e-3 --eval-every 100000
 else
   echo "{\"bench\": \"quality\", \"skipped\": \"no corpus at $corpus\"}"

@@ -1,6 +1,7 @@
 """Time to quality: validation loss after a fixed wall-clock budget, charrnn against a hand-written baseline.
 
-    python bench/quality.py ../shared/data/tinyshakespeare.txt --seconds 100 --config configs/shakespeare.toml
+    python bench/quality.py ../shared/data/tinyshakespeare.txt --seconds 100 [--config configs/shakespeare.toml]
+                            [--device cpu] [--no-baseline] [any other flags for charrnn train]
 
 charrnn runs through its real command line (`charrnn train --max-time SECONDS`). The baseline is the plain
 loop people write by hand (nn.Embedding -> nn.LSTM 2x256 -> nn.Linear, batch 32, seq 64, random windows,
@@ -84,9 +85,8 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=Path("configs/shakespeare.toml"))
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--device", default="cpu")
-    p.add_argument("extra", nargs="*", help="more flags for charrnn train (after --)")
-    args = p.parse_args()
-    results = [run_charrnn(args.corpus, args.seconds, args.config, args.device, args.extra)]
+    args, extra = p.parse_known_args()  # anything else is passed on to `charrnn train`
+    results = [run_charrnn(args.corpus, args.seconds, args.config, args.device, extra)]
     if not args.no_baseline:
         results.append(run_baseline(args.corpus, args.seconds, torch.device(args.device)))
     for r in results:

@@ -185,7 +185,7 @@ def train(
     config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of settings (see configs/).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory. [default: runs/CORPUS-DATE-TIME]",
                                              show_default=False)] = None,
-    cell: Annotated[str | None, _opt("Recurrent cell: rnn, gru or lstm.", D.cell)] = None,
+    cell: Annotated[str | None, _opt("Recurrent cell: rnn, gru, lstm, mingru or minlstm.", D.cell)] = None,
     hidden_size: Annotated[int | None, _opt("Hidden units per layer.", D.hidden_size)] = None,
     num_layers: Annotated[int | None, _opt("Stacked recurrent layers.", D.num_layers)] = None,
     embedding_size: Annotated[int | None, _opt("Size of the character embedding.", D.embedding_size)] = None,

@@ -47,11 +47,13 @@ class SequentialBatches:
     """``batch_size`` contiguous streams read left to right: row b of each batch continues row b of
     the previous one, so the hidden state can be carried across batches (truncated BPTT).
 
+    Every epoch after the first shifts the windows by a pseudo-random offset below ``seq_len`` (fixed by
+    the seed and the epoch), so that repeated epochs do not cut the text at the same places.
     With ``world_size`` > 1 the corpus is cut into ``batch_size * world_size`` streams and this
     process takes its own disjoint ``batch_size`` of them.
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int,
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         streams = batch_size * world_size
         self.stream_len = (len(tokens) - 1) // streams
@@ -62,27 +64,36 @@ class SequentialBatches:
             )
         self.tokens = tokens
         self.seq_len = seq_len
+        self.seed = seed
         self.starts = (np.arange(batch_size) + rank * batch_size) * self.stream_len
-        self.batches_per_epoch = self.stream_len // seq_len
-        self.epoch = 0
         self.pos = 0
+        self._start_epoch(0)
+
+    def _start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        room = min(self.seq_len, self.stream_len - self.seq_len + 1)
+        self.offset = int(np.random.default_rng([self.seed, epoch]).integers(room)) if epoch else 0
+        self.batches_per_epoch = (self.stream_len - self.offset) // self.seq_len
 
     def __iter__(self) -> SequentialBatches:
         return self
 
     def __next__(self) -> Batch:
-        batch = _gather(self.tokens, self.starts + self.pos * self.seq_len, self.seq_len)
+        first = self.starts + self.offset + self.pos * self.seq_len
+        batch = _gather(self.tokens, first, self.seq_len)
         batch.reset = self.pos == 0
         self.pos += 1
         if self.pos == self.batches_per_epoch:
-            self.epoch, self.pos = self.epoch + 1, 0
+            self.pos = 0
+            self._start_epoch(self.epoch + 1)
         return batch
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"]) % self.batches_per_epoch
+        self._start_epoch(int(state["epoch"]))
+        self.pos = int(state["pos"])
 
 
 class RandomBatches:
@@ -118,5 +129,5 @@ class RandomBatches:
 def make_batches(tokens: np.ndarray, batching: str, batch_size: int, seq_len: int, seed: int,
                  rank: int = 0, world_size: int = 1) -> SequentialBatches | RandomBatches:
     if batching == "sequential":
-        return SequentialBatches(tokens, batch_size, seq_len, rank, world_size)
+        return SequentialBatches(tokens, batch_size, seq_len, seed, rank, world_size)
     return RandomBatches(tokens, batch_size, seq_len, seed, rank, world_size)

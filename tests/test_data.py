@@ -34,6 +34,7 @@ def test_sequential_windows_and_labels_align(n: int, batch: int, seq: int):
         assert b.x.shape == b.y.shape == (batch, seq)
         assert (b.y == b.x + 1).all()  # labels are the inputs shifted by one
         assert int(b.y.max()) < n
+        assert (b.y[:, -1].numpy() <= stream.starts + stream.stream_len).all()  # never into the next stream
         if prev is not None and not b.reset:
             assert (b.x[:, 0] == prev.x[:, -1] + 1).all()  # each row continues its stream
         prev = b
@@ -47,6 +48,17 @@ def test_sequential_streams_are_disjoint_and_reset_each_epoch():
     seen = np.concatenate([b.x.numpy().ravel() for b in epoch])
     assert len(np.unique(seen)) == len(seen)
     assert next(stream).reset and stream.epoch == 1
+
+
+def test_later_epochs_shift_the_windows():
+    offsets = set()
+    for seed in range(8):
+        stream = SequentialBatches(np.arange(1000), 4, 10, seed=seed)
+        stream._start_epoch(1)
+        offsets.add(stream.offset)
+        first = next(stream)
+        assert first.reset and int(first.x[0, 0]) == stream.offset
+    assert len(offsets) > 1
 
 
 def test_sequential_ranks_take_disjoint_streams():
