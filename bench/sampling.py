@@ -16,18 +16,18 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
-from charrnn.sample import Sampling, generate, next_token
+from charrnn.sample import Sampling, generate
 
 VOCAB = 65
 
 
 @torch.inference_mode()
 def naive(model: CharRNN, prefix: torch.Tensor, length: int, how: Sampling, g: torch.Generator, n: int):
-    """What a hand-written sampler does: model(x, state) on one character per call."""
+    """What a hand-written sampler does: model(x, state) on one character per call, softmax, multinomial."""
     logits, state = model(prefix.unsqueeze(0).expand(n, -1))
     last = logits[:, -1]
     for _ in range(length):
-        token = next_token(last, how, g)
+        token = torch.multinomial((last / how.temperature).softmax(-1), 1, generator=g).squeeze(1)
         yield token
         logits, state = model(token.unsqueeze(1), state)
         last = logits[:, -1]

@@ -1,7 +1,7 @@
 """Text generation: warm the state up on the prefix in one pass, then one character at a time.
 
-Strategies: greedy, or sampling at a temperature, optionally restricted to the top-k characters and/or
-the smallest set whose probability reaches top-p. Randomness comes only from an explicit
+Strategies: greedy, or sampling at a temperature (by the Gumbel-max trick), optionally restricted to the
+top-k characters and/or the smallest set whose probability reaches top-p. Randomness comes only from an explicit
 ``torch.Generator``, so a seed reproduces the text. This module reads no files.
 """
 
@@ -35,8 +35,18 @@ class Sampling:
             raise CharRNNError(f"top_p must be in (0, 1], not {self.top_p}")
 
 
-def next_token(logits: torch.Tensor, how: Sampling, generator: torch.Generator | None) -> torch.Tensor:
-    """Choose one token per row of ``logits`` (N, V); returns (N,) int64."""
+def gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise: argmax(logits + noise) is a sample from softmax(logits)."""
+    u = torch.rand(shape, generator=generator, device=device)
+    return -torch.log(-torch.log(u))
+
+
+def next_token(logits: torch.Tensor, how: Sampling, generator: torch.Generator | None,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Choose one token per row of ``logits`` (N, V); returns (N,) int64.
+
+    Sampling uses the Gumbel-max trick (one add and one argmax, no softmax or multinomial); ``noise``
+    may be given pre-drawn, as ``generate`` does in blocks."""
     if how.greedy:
         return logits.argmax(dim=-1)
     logits = logits.float() / how.temperature
@@ -49,8 +59,12 @@ def next_token(logits: torch.Tensor, how: Sampling, generator: torch.Generator |
         # drop a token when the ones before it already reach top_p; the first one always stays
         drop = probs.cumsum(dim=-1) - probs >= how.top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if noise is None:
+        noise = gumbel(logits.shape, generator, logits.device)
+    return (logits + noise).argmax(dim=-1)
+
+
+NOISE_BLOCK = 256  # steps of Gumbel noise drawn at once
 
 
 @torch.inference_mode()
@@ -71,8 +85,11 @@ def generate(
     logits, state = model(idx)  # (N, P, V)
     last = logits[:, -1]
     step = stepper(model, state, num_samples).step
+    noise = None
     for i in range(length):
-        token = next_token(last, how, generator)  # (N,)
+        if not how.greedy and i % NOISE_BLOCK == 0:
+            noise = gumbel((min(NOISE_BLOCK, length - i), *last.shape), generator, device)
+        token = next_token(last, how, generator, None if noise is None else noise[i % NOISE_BLOCK])  # (N,)
         yield token
         if i + 1 < length:
             last = step(token)

@@ -28,10 +28,15 @@ class ForwardStepper:
         return logits[:, -1]
 
 
+CELL_STEP_MAX_STREAMS = 16  # beyond this, oneDNN's one-step layer beats separate cell calls on CPU
+
+
 def stepper(model: CharRNN, state: State, num_streams: int) -> Stepper | ForwardStepper:
-    """The fastest exact one-character step for this model."""
-    cls = ForwardStepper if model.config.cell not in ("rnn", "gru", "lstm") else Stepper
-    return cls(model, state, num_streams)
+    """The fastest exact one-character step for this model and batch (measured: bench/sampling.py)."""
+    cpu = model.head.weight.device.type == "cpu"
+    if model.config.cell in ("rnn", "gru", "lstm") and cpu and num_streams < CELL_STEP_MAX_STREAMS:
+        return Stepper(model, state, num_streams)
+    return ForwardStepper(model, state, num_streams)
 
 
 class Stepper:
