@@ -18,7 +18,9 @@ print(json.dumps({"bench": "gpu", "torch": torch.__version__, "cuda": torch.cuda
 PY
 # the baseline shape, then a GPU-sized one
 $py bench/throughput.py --device cuda --rounds 3 --seconds 3
+$py bench/throughput.py --device cuda --rounds 3 --seconds 3 --precision fp32
 $py bench/throughput.py --device cuda --rounds 3 --seconds 3 --hidden-size 512 --num-layers 3 --batch-size 128 --seq-len 128
+$py bench/throughput.py --device cuda --rounds 3 --seconds 3 --hidden-size 512 --num-layers 3 --batch-size 128 --seq-len 128 --precision fp32
 $py bench/sampling.py --rounds 2 --seconds 2
 if [ -f "$corpus" ]; then
   $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda \

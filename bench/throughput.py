@@ -68,13 +68,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=4.0, help="per loop per round")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="auto", help="charrnn's --precision (the baseline is fp32)")
     args = p.parse_args()
     dev = torch.device(args.device)
     torch.manual_seed(0)
     tokens = np.random.default_rng(0).integers(0, VOCAB, 200_000).astype(np.uint8)
     cfg = TrainConfig(hidden_size=args.hidden_size, num_layers=args.num_layers, embedding_size=args.embedding_size,
                       batch_size=args.batch_size, seq_len=args.seq_len, batching="random", device=args.device,
-                      steps=10**9)
+                      precision=args.precision, steps=10**9)
     trainer = Trainer(CharRNN(cfg.model_config(VOCAB)), cfg, tokens, tokens[:1000], dev)
 
     base = Baseline(args.hidden_size, args.num_layers, args.embedding_size).to(dev)
@@ -115,7 +116,8 @@ def main() -> None:
     med = {k: float(np.median(v)) for k, v in results.items()}
     print(json.dumps({
         "bench": "throughput", "summary": True, "device": args.device, "threads": torch.get_num_threads(),
-        "hidden_size": args.hidden_size, "num_layers": args.num_layers, "batch_size": args.batch_size,
+        "precision": "bf16" if trainer.amp else "fp32", "hidden_size": args.hidden_size, "num_layers": args.num_layers,
+        "batch_size": args.batch_size,
         "seq_len": args.seq_len, "baseline_chars_per_s": round(med["baseline"]),
         "charrnn_chars_per_s": round(med["charrnn"]), "ratio": round(med["charrnn"] / med["baseline"], 3),
         "gemm_peak_gflops": round(peak, 1),

@@ -212,6 +212,8 @@ def train(
     keep: Annotated[int | None, _opt("Keep this many newest checkpoints (plus the best).", D.keep)] = None,
     seed: Annotated[int | None, _opt("Random seed (same seed, same run).", D.seed)] = None,
     device: Annotated[str | None, _opt("auto, cpu, cuda or mps.", D.device)] = None,
+    precision: Annotated[str | None, _opt("auto (bf16 autocast on GPUs that support it), fp32 or bf16.",
+                                          D.precision)] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
     errors: Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")] = "strict",
 ) -> None:

@@ -19,6 +19,7 @@ from charrnn.errors import CharRNNError
 CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 BATCHINGS = ("sequential", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class TrainConfig:
     # environment
     seed: int = 1337
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on GPUs that support it, fp32 elsewhere
 
     def __post_init__(self) -> None:
         validate(self)
@@ -98,6 +100,7 @@ def validate(cfg: TrainConfig) -> None:
     _check_choice("cell", cfg.cell, CELLS)
     _check_choice("batching", cfg.batching, BATCHINGS)
     _check_choice("device", cfg.device, DEVICES)
+    _check_choice("precision", cfg.precision, PRECISIONS)
     _check(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), not {cfg.dropout}")
     _check(0.0 < cfg.val_fraction < 1.0, f"val_fraction must be in (0, 1), not {cfg.val_fraction}")
     _check(cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a positive number, not {cfg.lr}")
@@ -157,7 +160,7 @@ def resolve(path: Path | None, flags: dict[str, Any], base: dict[str, Any] | Non
 
 
 # Settings a resumed run may change; any other change would make it a different run.
-RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device"})
+RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device", "precision"})
 
 
 def resolve_resume(saved: TrainConfig, path: Path | None, flags: dict[str, Any]) -> TrainConfig:
