@@ -29,7 +29,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from charrnn import __version__, checkpoint, config, data, run
+from charrnn import __version__, checkpoint, config, data, dist, run
 from charrnn.corpus import load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate
@@ -212,7 +212,7 @@ def train(
     keep: Annotated[int | None, _opt("Keep this many newest checkpoints (plus the best).", D.keep)] = None,
     seed: Annotated[int | None, _opt("Random seed (same seed, same run).", D.seed)] = None,
     device: Annotated[str | None, _opt("auto, cpu, cuda or mps.", D.device)] = None,
-    precision: Annotated[str | None, _opt("auto (bf16 autocast on GPUs that support it), fp32 or bf16.",
+    precision: Annotated[str | None, _opt("auto (= fp32, the fastest measured), fp32 or bf16 (autocast).",
                                           D.precision)] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
     errors: Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")] = "strict",
@@ -220,65 +220,92 @@ def train(
     """Train a model on CORPUS and save checkpoints in a run directory."""
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
     _check_errors_policy(errors)
+    world = dist.from_env()
+    dist.start(world)
     warnings: list[str] = []
-    with ReadingView() as reading:
-        if resume:
-            if init_from is not None or out is not None:
-                raise CharRNNError("--resume continues a run in place: it takes neither --init-from nor --out")
-            setup = run.resume(corpus, config_file, flags, warnings, reading.update)
-        elif corpus is None:
-            raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
-        elif init_from is not None:
-            setup = run.warm_start(corpus, config_file, flags, out, init_from, grow_vocab, encoding, errors,
-                                   warnings, reading.update)
-        else:
-            setup = run.new_run(corpus, config.resolve(config_file, flags), out, encoding, errors, warnings,
-                                reading.update)
-    _warn(warnings)
+
+    def prepare() -> run.Setup:
+        with ReadingView() as reading:
+            if resume:
+                if init_from is not None or out is not None:
+                    raise CharRNNError("--resume continues a run in place: it takes neither --init-from nor --out")
+                return run.resume(corpus, config_file, flags, warnings, reading.update)
+            if corpus is None:
+                raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
+            if init_from is not None:
+                return run.warm_start(corpus, config_file, flags, out, init_from, grow_vocab, encoding, errors,
+                                      warnings, reading.update)
+            return run.new_run(corpus, config.resolve(config_file, flags), out, encoding, errors, warnings,
+                               reading.update)
+
+    try:
+        _train(world, dist.rank0_first(world, prepare), warnings)  # rank 0 fills the corpus cache first
+    finally:
+        dist.stop(world)
+
+
+def _train(world: dist.World, setup: run.Setup, warnings: list[str]) -> None:
+    """Train a prepared run; only rank 0 draws progress and writes files."""
+    main = world.is_main
+    setup.run_dir = dist.broadcast(world, setup.run_dir)  # rank 0 named it
     cfg, text = setup.cfg, setup.corpus
     train_tokens, val_tokens = data.split(text.tokens, cfg.val_fraction)
-    dev = resolve_device(cfg.device)
-    writer = run.RunWriter(setup.run_dir, cfg, text)
-    trainer = Trainer(setup.model, cfg, train_tokens, val_tokens, dev, save=writer.save)
+    dev = dist.device(world, resolve_device(cfg.device))
+    writer = run.RunWriter(setup.run_dir, cfg, text) if main else None
+    trainer = Trainer(setup.model, cfg, train_tokens, val_tokens, dev, save=writer.save if writer else None,
+                      world=world)
     if setup.trainer_state is not None:
-        trainer.load_state_dict(setup.trainer_state)
-        run.rewind_metrics(setup.run_dir, trainer.step)
-        err.print(f"resuming {setup.run_dir} at step {trainer.step}", soft_wrap=True)
-    err.print(f"corpus {text.path}: {len(text.tokens):,} characters, {len(text.vocab)} distinct; model {cfg.cell} "
-              f"{cfg.num_layers}x{cfg.hidden_size}, {num_parameters(trainer.model):,} parameters on {dev}; "
-              f"run {setup.run_dir}", soft_wrap=True)
-    with ProgressView(cfg.steps, cfg.max_time) as view, _stop_on_signals(trainer):
-        def on_event(event: Event) -> None:
-            writer.on_event(event)
-            view.on_event(event)
+        warning = trainer.load_resume_state(setup.trainer_state)
+        warnings += [warning] if warning else []
+        if main:
+            run.rewind_metrics(setup.run_dir, trainer.step)
+    if main:
+        _warn(warnings)
+        if setup.trainer_state is not None:
+            err.print(f"resuming {setup.run_dir} at step {trainer.step}", soft_wrap=True)
+        scale = f"batch {cfg.batch_size}"
+        if world.enabled:
+            scale = f"{world.world_size} workers x {scale} = global batch {world.world_size * cfg.batch_size}"
+        err.print(f"corpus {text.path}: {len(text.tokens):,} characters, {len(text.vocab)} distinct; model {cfg.cell} "
+                  f"{cfg.num_layers}x{cfg.hidden_size}, {num_parameters(trainer.model):,} parameters on {dev}; "
+                  f"{scale}, lr {cfg.lr:g}; run {setup.run_dir}", soft_wrap=True)
+    view = ProgressView(cfg.steps, cfg.max_time) if main else contextlib.nullcontext()
+    with view, _stop_on_signals(trainer, main):
+        if writer is not None:
+            def on_event(event: Event) -> None:
+                writer.on_event(event)
+                view.on_event(event)
 
-        trainer.callback = on_event
+            trainer.callback = on_event
         try:
             summary = trainer.fit()
         finally:
-            writer.close()
-    resume_cmd = f"charrnn train --resume {setup.run_dir}"
+            if writer is not None:
+                writer.close()
     if summary.final is None:
         signum = trainer.stop_requested or signal.SIGINT
-        err.print(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved. "
-                  f"Resume with: {resume_cmd}", soft_wrap=True)
+        if main:
+            err.print(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved. "
+                      f"Resume with: charrnn train --resume {setup.run_dir}", soft_wrap=True)
         raise typer.Exit(128 + signum)
-    final = summary.final
-    err.print(f"done: {summary.steps} steps in {summary.elapsed:.0f}s (stopped by {summary.stopped_by}); "
-              f"val loss {final.loss:.4f} nats/char, {final.bpc:.3f} bits/char, perplexity {final.perplexity:.3f}; "
-              f"best {summary.best_loss:.4f} at step {summary.best_step}", soft_wrap=True)
-    err.print(f"saved to {setup.run_dir}; try: charrnn generate --checkpoint {setup.run_dir}", soft_wrap=True)
+    if main:
+        final = summary.final
+        err.print(f"done: {summary.steps} steps in {summary.elapsed:.0f}s (stopped by {summary.stopped_by}); "
+                  f"val loss {final.loss:.4f} nats/char, {final.bpc:.3f} bits/char, perplexity "
+                  f"{final.perplexity:.3f}; best {summary.best_loss:.4f} at step {summary.best_step}", soft_wrap=True)
+        err.print(f"saved to {setup.run_dir}; try: charrnn generate --checkpoint {setup.run_dir}", soft_wrap=True)
 
 
 @contextlib.contextmanager
-def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+def _stop_on_signals(trainer: Trainer, loud: bool = True) -> Iterator[None]:
     """First SIGINT/SIGTERM: finish the step, save, exit 130/143. A second one: stop at once."""
 
     def handler(signum: int, frame: object) -> None:
         if trainer.stop_requested is not None:
             raise KeyboardInterrupt
         trainer.stop_requested = signum
-        err.print(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to quit at once)")
+        if loud:
+            err.print(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to quit at once)")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from charrnn.dist import SOLO, World, all_sum_
 from charrnn.model import CharRNN
 
 MAX_STREAMS = 64
@@ -56,32 +57,37 @@ def _layout(n: int) -> tuple[np.ndarray, np.ndarray, int]:
     return bounds, starts, int((bounds[1:] - starts).max())
 
 
-def _window(bounds: np.ndarray, starts: np.ndarray, t0: int, t1: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Input positions (S, t1-t0) of columns t0..t1 of every stream, and which of them are counted."""
+def _window(lo: np.ndarray, hi: np.ndarray, starts: np.ndarray, t0: int, t1: int,
+            n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input positions (S, t1-t0) of columns t0..t1 of streams that read from ``starts`` and count the
+    predictions from inputs lo..hi-1, and which of the positions are counted."""
     pos = starts[:, None] + np.arange(t0, t1)
-    counted = (pos >= bounds[:-1, None]) & (pos < bounds[1:, None])
+    counted = (pos >= lo[:, None]) & (pos < hi[:, None])
     return np.minimum(pos, n - 2), counted
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device) -> Score:
+def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device, world: World = SOLO) -> Score:
     """Mean loss over every character of ``tokens`` after the first, in nats. Memory stays bounded by
-    one chunk of columns, so a memory-mapped validation split of any size can be scored."""
+    one chunk of columns, so a memory-mapped validation split of any size can be scored.
+    Data-parallel workers each take every world_size-th stream and sum their losses."""
     n = len(tokens)
     if n < 2:
         return Score(loss=float("nan"), chars=0)
     was_training = model.training
     model.eval()
     bounds, starts, width = _layout(n)
+    mine = np.arange(world.rank, len(starts), world.world_size)
     chunk = max(1, LOGITS_BUDGET // (len(starts) * model.config.vocab_size))
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
-    for t in range(0, width, chunk):
-        pos, counted = _window(bounds, starts, t, min(t + chunk, width), n)
+    for t in range(0, width if len(mine) else 0, chunk):
+        pos, counted = _window(bounds[:-1][mine], bounds[1:][mine], starts[mine], t, min(t + chunk, width), n)
         x = torch.from_numpy(tokens[pos].astype(np.int64)).to(device, non_blocking=True)
         y = torch.from_numpy(np.where(counted, tokens[pos + 1].astype(np.int64), IGNORE)).to(device)
         logits, state = model(x, state)  # (S, T, V)
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE,
                                  reduction="sum").double()
     model.train(was_training)
+    all_sum_(world, total)
     return Score(loss=total.item() / (n - 1), chars=n - 1)

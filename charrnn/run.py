@@ -99,11 +99,11 @@ class RunWriter:
             "elapsed": trainer.elapsed,
         }
 
-    def save(self, trainer: Trainer, score: Score | None) -> None:
+    def save(self, trainer: Trainer, score: Score | None, resume_state: dict[str, Any]) -> None:
         if self._metrics is None:
             self._open()
         checkpoint.save(self.run_dir, trainer.step, trainer.model, self.corpus.vocab, self.meta(trainer, score),
-                        trainer.state_dict())
+                        resume_state)
         checkpoint.prune(self.run_dir, self.cfg.keep)
 
     def close(self) -> None:
@@ -184,8 +184,9 @@ def resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any]
     ckpt = checkpoint.latest_of(run_dir, warn)
     cfg = config.resolve_resume(TrainConfig(**ckpt.meta["config"]), config_file, flags)
     state = ckpt.trainer_state()
-    if state["step"] >= cfg.steps or (cfg.max_time is not None and state["elapsed"] >= cfg.max_time):
-        raise CharRNNError(f"{run_dir} already finished (step {state['step']}, {state['elapsed']:.0f}s): "
+    done = state["ranks"][0]
+    if done["step"] >= cfg.steps or (cfg.max_time is not None and done["elapsed"] >= cfg.max_time):
+        raise CharRNNError(f"{run_dir} already finished (step {done['step']}, {done['elapsed']:.0f}s): "
                            "pass a larger --steps or --max-time to train further")
     source = ckpt.meta["corpus"]
     path = Path(source["path"])

@@ -6,6 +6,7 @@ injected ``save`` function, so this module never prints and never touches the ru
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import time
@@ -16,10 +17,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.lr_scheduler import LambdaLR
 
+from charrnn import dist
 from charrnn.config import TrainConfig
 from charrnn.data import Batch, make_batches
+from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import CharRNN, State, detach_state
@@ -83,11 +87,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for training, or None for plain fp32. bf16 is never the CPU default: without
-    AVX-512-BF16 it runs far slower than fp32."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return None
+    """The autocast dtype for training, or None for plain fp32 (TF32 on CUDA).
+
+    ``auto`` is fp32 everywhere: measured on an H100, cuDNN's LSTM trained *slower* under bf16 autocast
+    than in fp32 (bench/RESULTS.md), and on CPUs without AVX-512-BF16, bf16 is ~100x slower."""
+    return torch.bfloat16 if precision == "bf16" else None
 
 
 def lr_factor(step: int, progress: float, warmup_steps: int, min_lr_ratio: float) -> float:
@@ -111,6 +115,14 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
 MAX_NONFINITE = 5  # consecutive non-finite steps before training stops
 
 
+def weights_checksum(model: torch.nn.Module) -> str:
+    """A hash of every weight's bytes, to check that workers' copies of the model are bit-identical."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
 class Trainer:
     """Owns the optimisation state of one run; ``fit`` runs it to the end.
 
@@ -126,18 +138,24 @@ class Trainer:
         val_tokens: np.ndarray,
         device: torch.device,
         callback: Callable[[Event], None] | None = None,
-        save: Callable[[Trainer, Score | None], None] | None = None,
+        save: Callable[[Trainer, Score | None, dict[str, Any]], None] | None = None,
+        world: World = SOLO,
     ) -> None:
         if device.type == "cuda":  # TF32 tensor cores for fp32 matmuls (cuDNN's RNNs already use them)
             torch.backends.cuda.matmul.allow_tf32 = True
         self.model = model.to(device)
+        self.world = world
+        # DistributedDataParallel all-reduces the gradients; it also makes every worker start from rank 0's weights
+        self.net = DDP(self.model, device_ids=[device] if device.type == "cuda" else None) if world.enabled \
+            else self.model
         self.amp = autocast_dtype(cfg.precision, device)
         self.cfg = cfg
         self.device = device
         self.val_tokens = val_tokens
         self.callback = callback or (lambda event: None)
         self.save = save
-        self.batches = make_batches(train_tokens, cfg.batching, cfg.batch_size, cfg.seq_len, cfg.seed)
+        self.batches = make_batches(train_tokens, cfg.batching, cfg.batch_size, cfg.seq_len, cfg.seed,
+                                    world.rank, world.world_size)
         self.optimizer = make_optimizer(model, cfg)
         self.state: State | None = None
         self.step = 0
@@ -167,12 +185,14 @@ class Trainer:
         if batch.reset:
             self.state = None
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits, state = self.model(x, self.state)  # (B, T, V)
+            logits, state = self.net(x, self.state)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        if self.world.enabled:  # the global mean loss, so that every worker takes the same decision
+            loss = dist.all_sum_(self.world, loss.detach().clone()) / self.world.world_size
         bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
         self.optimizer.found_inf = bad.float()
         self.optimizer.step()
@@ -183,7 +203,7 @@ class Trainer:
         return loss.detach(), grad_norm.detach()
 
     def evaluate(self) -> Score:
-        return evaluate(self.model, self.val_tokens, self.device)
+        return evaluate(self.model, self.val_tokens, self.device, self.world)
 
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -197,12 +217,21 @@ class Trainer:
         return score
 
     def _save(self, score: Score | None) -> None:
-        if self.save is None:
-            return
+        """Save on rank 0, with every worker's resume state; all workers take part."""
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             raise CharRNNError(f"the weights are no longer finite at step {self.step}; nothing was saved: "
                                "lower --lr or --clip and resume from the last checkpoint", exit_code=4)
-        self.save(self, score)
+        local = self.state_dict()
+        if not self.world.is_main:  # identical on every worker: kept once, in rank 0's part
+            del local["optimizer"], local["scheduler"]
+        states = dist.gather(self.world, local)
+        if self.world.enabled:
+            sums = dist.gather(self.world, weights_checksum(self.model))
+            if self.world.is_main and len(set(sums)) != 1:
+                raise CharRNNError(f"the workers' weights differ at step {self.step}: this is a bug, please "
+                                   "report it", exit_code=1)
+        if self.save is not None and self.world.is_main:
+            self.save(self, score, {"world_size": self.world.world_size, "ranks": states})
 
     def _log(self, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int, window_start: float) -> bool:
         """Add a step to the log window (on the device: no synchronisation); emit the line when the
@@ -238,7 +267,10 @@ class Trainer:
             batch = next(self.batches)
             loss, grad_norm = self.train_step(batch)
             self.elapsed = time.perf_counter() - started
-            emitted = self._log(loss, grad_norm, batch.x.numel(), window_start)
+            if self.world.enabled:  # agree on the clock (it drives the schedule) and on stopping
+                self.elapsed, stop = dist.all_max(self.world, [self.elapsed, self.stop_requested or 0], self.device)
+                self.stop_requested = int(stop) or None
+            emitted = self._log(loss, grad_norm, batch.x.numel() * self.world.world_size, window_start)
             if emitted:
                 window_start = time.perf_counter()
             if (emitted or self.device.type == "cpu") and int(self.bad_run) >= MAX_NONFINITE:
@@ -277,6 +309,15 @@ class Trainer:
             "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
+    def load_resume_state(self, saved: dict[str, Any]) -> str | None:
+        """Load this worker's part of a checkpoint's resume state; returns a warning if not exact."""
+        ranks, world = saved["ranks"], int(saved["world_size"])
+        self.load_state_dict({**ranks[0], **ranks[self.world.rank % world]})
+        if world != self.world.world_size:
+            return (f"the run was saved by {world} worker(s) and resumes on {self.world.world_size}: it goes on "
+                    "from the same weights, optimizer and step, but not exactly as it would have")
+        return None
+
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.step, self.elapsed = int(sd["step"]), float(sd["elapsed"])
         self.best_loss, self.best_step = float(sd["best_loss"]), int(sd["best_step"])
@@ -289,6 +330,8 @@ class Trainer:
         self.scheduler.load_state_dict(sd["scheduler"])
         self.batches.load_state_dict(sd["batches"])
         hidden = [h.to(self.device) for h in sd["hidden"]]
+        if hidden and hidden[0].shape[1] != self.cfg.batch_size:
+            hidden = []  # saved with another number of streams: start them from zero
         self.state = None if not hidden else hidden[0] if self.model.config.cell != "lstm" else tuple(hidden)
         torch.set_rng_state(sd["rng_cpu"])
         if sd["rng_cuda"] and torch.cuda.is_available() and len(sd["rng_cuda"]) == torch.cuda.device_count():

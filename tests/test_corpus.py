@@ -66,7 +66,7 @@ def test_missing_file_directory_and_encoding(tmp_path: Path):
 def test_encodes_every_character_into_the_smallest_dtype(corpus: Path, tmp_path: Path):
     c = load_corpus(corpus)
     assert text_of(c) == corpus.read_text(encoding="utf-8")
-    assert isinstance(c.tokens, np.memmap) and c.tokens.dtype == np.uint8
+    assert isinstance(c.tokens, cp.TokenFile) and c.tokens.dtype == np.uint8
     wide = tmp_path / "wide.txt"
     wide.write_text("".join(chr(0x4E00 + i) for i in range(300)), encoding="utf-8")
     assert load_corpus(wide).tokens.dtype == np.uint16
@@ -97,3 +97,16 @@ def test_scan_counts_code_points(tmp_path: Path):
     path.write_text("aab日", encoding="utf-8")
     counts, digest = scan(path)
     assert counts[ord("a")] == 2 and counts[ord("日")] == 1 and len(digest) == 64
+
+
+def test_token_file_reads_like_an_array(tmp_path: Path):
+    data = np.arange(1000, dtype=np.uint16)
+    path = tmp_path / "t.bin"
+    data.tofile(path)
+    tokens = cp.TokenFile(path, np.uint16)
+    assert len(tokens) == 1000 and tokens[5] == 5 and tokens[-1] == 999
+    tail = tokens[900:]
+    assert len(tail) == 100 and tail[0] == 900 and np.array_equal(np.asarray(tail), data[900:])
+    idx = np.array([[3, 4, 5], [10, 11, 11], [0, 1, 2]])
+    assert np.array_equal(tail[idx], data[900:][idx])
+    assert np.array_equal(tokens[:-100][np.array([1, 2])], data[[1, 2]])

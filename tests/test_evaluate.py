@@ -38,7 +38,7 @@ def test_long_text_counts_every_character_once(model: CharRNN, monkeypatch: pyte
     tokens = np.random.default_rng(1).integers(0, 7, 1000)
     bounds, starts, width = ev._layout(len(tokens))
     assert len(starts) == 9 and (starts == np.maximum(bounds[:-1] - ev.CONTEXT, 0)).all()
-    pos, counted = ev._window(bounds, starts, 0, width, len(tokens))
+    pos, counted = ev._window(bounds[:-1], bounds[1:], starts, 0, width, len(tokens))
     assert sorted(pos[counted].tolist()) == list(range(999))
     score = ev.evaluate(model, tokens, torch.device("cpu"))
     assert score.chars == 999

@@ -32,7 +32,7 @@ def test_loss_falls_and_events_arrive(corpus, tiny):
     events: list[Event] = []
     saves = []
     trainer = make_trainer(corpus, tiny.__class__(**{**tiny.to_dict(), "steps": 60}),
-                           callback=events.append, save=lambda t, s: saves.append((t.step, s.loss)))
+                           callback=events.append, save=lambda t, s, r: saves.append((t.step, s.loss)))
     summary = trainer.fit()
     train = [e for e in events if e.split == "train"]
     val = [e for e in events if e.split == "val"]
@@ -94,7 +94,7 @@ def test_max_time_stops_and_evaluates(corpus, tiny):
 
 def test_non_finite_steps_are_skipped_then_stop(corpus, tiny, monkeypatch):
     saves = []
-    trainer = make_trainer(corpus, tiny, save=lambda t, s: saves.append(t.step))
+    trainer = make_trainer(corpus, tiny, save=lambda t, s, r: saves.append(t.step))
     before = [p.detach().clone() for p in trainer.model.parameters()]
     real = torch.nn.functional.cross_entropy
     monkeypatch.setattr("charrnn.train.F.cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))

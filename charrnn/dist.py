@@ -1,0 +1,128 @@
+"""Data-parallel training across processes launched by ``torchrun``: the process group, which device
+and how many CPU threads a worker uses, and the few collectives the training loop needs.
+
+Without torchrun (no WORLD_SIZE in the environment) the world has one process and every helper here is
+a no-op, so single-process training runs the same code path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as td
+
+from charrnn.errors import CharRNNError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SOLO = World()  # one process, no torchrun
+
+
+def from_env() -> World:
+    """The world torchrun describes in the environment (a world of one without it)."""
+    env = os.environ
+    return World(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)),
+                 int(env.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def start(world: World) -> None:
+    """Join the process group (Gloo for CPU tensors, NCCL for CUDA ones); nothing without torchrun."""
+    if not world.enabled or td.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+        td.init_process_group("cpu:gloo,cuda:nccl")
+    else:
+        td.init_process_group("gloo")
+
+
+def device(world: World, device: torch.device) -> torch.device:
+    """This worker's device: its own GPU, or its share of the CPU cores."""
+    if not world.enabled:
+        return device
+    if device.type == "cuda":
+        return torch.device("cuda", world.local_rank)
+    if device.type != "cpu":
+        raise CharRNNError(f"distributed training runs on CUDA or CPU, not {device.type}")
+    # torchrun sets one thread per worker; share this machine's cores among the local workers instead
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // world.local_world_size))
+    return device
+
+
+def stop(world: World) -> None:
+    if world.enabled and td.is_initialized():
+        td.destroy_process_group()
+
+
+def all_max(world: World, values: list[float], device: torch.device) -> list[float]:
+    """Element-wise maximum over all workers (so that they all take the same decisions)."""
+    if not world.enabled:
+        return values
+    buf = torch.tensor(values, dtype=torch.float64, device=device)
+    td.all_reduce(buf, op=td.ReduceOp.MAX)
+    return buf.tolist()
+
+
+def all_sum_(world: World, tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all workers, in place."""
+    if world.enabled:
+        td.all_reduce(tensor)
+    return tensor
+
+
+def gather(world: World, obj: T) -> list[T] | None:
+    """Every worker's ``obj`` on rank 0 (None elsewhere); a list of one without torchrun."""
+    if not world.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * world.world_size if world.is_main else None
+    td.gather_object(obj, out, dst=0)
+    return out
+
+
+def broadcast(world: World, obj: T) -> T:
+    """Rank 0's ``obj`` on every worker."""
+    if not world.enabled:
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def rank0_first(world: World, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0, then on the others (e.g. so that one worker fills a cache the others reuse).
+    A user error on rank 0 is raised on every worker instead of leaving them waiting."""
+    if not world.enabled:
+        return fn()
+    error: tuple[str, int] | None = None
+    result = None
+    if world.is_main:
+        try:
+            result = fn()
+        except CharRNNError as e:
+            error = (str(e), e.exit_code)
+    error = broadcast(world, error)
+    if error is not None:
+        raise CharRNNError(*error)
+    return result if world.is_main else fn()
