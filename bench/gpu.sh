@@ -2,7 +2,8 @@
 # The GPU benchmarks in one go, in well under ten minutes on one CUDA GPU:
 #   training throughput (charrnn vs a hand-written nn.LSTM, same settings, same run),
 #   time to quality (validation loss after SECONDS, charrnn vs the hand-written loop),
-#   sampling speed (one stream and 64 streams).
+#   sampling speed (one stream and 64 streams),
+#   and with several GPUs, data-parallel scaling (1 GPU against all of them at the same global batch).
 # usage: bash bench/gpu.sh [CORPUS] [SECONDS]    (from the repository root; prints JSON lines)
 set -euo pipefail
 corpus=${1:-../shared/data/tinyshakespeare.txt}
@@ -27,4 +28,8 @@ if [ -f "$corpus" ]; then
       --hidden-size 512 --num-layers 3 --batch-size 64 --seq-len 128 --dropout 0.2 --lr 3e-3 --eval-every 100000
 else
   echo "{\"bench\": \"quality\", \"skipped\": \"no corpus at $corpus\"}"
+fi
+gpus=$($py -c "import torch; print(torch.cuda.device_count())")
+if [ "$gpus" -gt 1 ] && [ -f "$corpus" ]; then  # multi-GPU mode: 1 GPU against all of them, same global batch
+  $py bench/ddp.py "$corpus" --workers "$gpus" --global-batch $((64 * gpus)) --steps 300 --device cuda
 fi

@@ -51,7 +51,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     # optimisation
     lr: float = 3e-3
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
     clip: float = 1.0

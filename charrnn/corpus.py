@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.errors import CharRNNError
-from charrnn.vocab import Vocab, describe_chars, token_dtype
+from charrnn.vocab import Vocab, token_dtype, unknown_error
 
 BOM = b"\xef\xbb\xbf"
 CHUNK = 1 << 22  # bytes read at a time
@@ -217,8 +217,7 @@ def _encode_to(path: Path, vocab: Vocab, encoding: str, errors: str, out: Path,
         f.flush()
         os.fsync(f.fileno())
     if unknown:
-        raise CharRNNError(f"{path} has {unknown} character(s) the model has never seen: "
-                           f"{describe_chars(examples)}; remove them, or train on text that contains them")
+        raise unknown_error(str(path), unknown, examples)
     if n == 0:
         raise CharRNNError(f"{path} is empty or only whitespace: give a file with text to learn from")
     return n

@@ -92,6 +92,11 @@ def all_sum_(world: World, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def barrier(world: World) -> None:
+    if world.enabled:
+        td.barrier()
+
+
 def gather(world: World, obj: T) -> list[T] | None:
     """Every worker's ``obj`` on rank 0 (None elsewhere); a list of one without torchrun."""
     if not world.enabled:

@@ -26,6 +26,16 @@ LOGITS_BUDGET = 1 << 23  # floats of logits held at once, bounding memory for la
 IGNORE = -1
 
 
+def bits_per_char(loss: float) -> float:
+    """Nats per character to bits per character."""
+    return loss / math.log(2)
+
+
+def perplexity(loss: float) -> float:
+    """exp(mean cross-entropy); capped so that a diverged loss prints as a huge number, not an error."""
+    return math.exp(min(loss, 700.0))
+
+
 @dataclass(frozen=True)
 class Score:
     """Mean cross-entropy in nats per character over ``chars`` predicted characters."""
@@ -35,11 +45,11 @@ class Score:
 
     @property
     def bpc(self) -> float:
-        return self.loss / math.log(2)
+        return bits_per_char(self.loss)
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        return perplexity(self.loss)
 
     def to_dict(self) -> dict[str, float | int]:
         return {"loss": self.loss, "bpc": self.bpc, "perplexity": self.perplexity, "chars": self.chars}

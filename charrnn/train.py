@@ -25,7 +25,7 @@ from charrnn.config import TrainConfig
 from charrnn.data import Batch, make_batches
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import Score, evaluate
+from charrnn.evaluate import Score, bits_per_char, evaluate, perplexity
 from charrnn.model import CharRNN, State, detach_state
 
 
@@ -44,11 +44,11 @@ class Event:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(min(self.loss, 700.0))
+        return perplexity(self.loss)
 
     @property
     def bpc(self) -> float:
-        return self.loss / math.log(2)
+        return bits_per_char(self.loss)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "perplexity": self.perplexity, "bpc": self.bpc}
@@ -232,6 +232,7 @@ class Trainer:
                                    "report it", exit_code=1)
         if self.save is not None and self.world.is_main:
             self.save(self, score, {"world_size": self.world.world_size, "ranks": states})
+        dist.barrier(self.world)  # nobody exits (or is killed by torchrun) while rank 0 is still writing
 
     def _log(self, loss: torch.Tensor, grad_norm: torch.Tensor, chars: int, window_start: float) -> bool:
         """Add a step to the log window (on the device: no synchronisation); emit the line when the

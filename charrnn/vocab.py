@@ -34,6 +34,12 @@ def describe_chars(chars: Iterable[str], limit: int = 5) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def unknown_error(what: str, count: int, chars: Iterable[str]) -> CharRNNError:
+    """The one error for text with characters outside a vocabulary: how many, and which."""
+    return CharRNNError(f"{what} has {count} character(s) the model has never seen: {describe_chars(chars)}; "
+                        "remove them, or train on text that contains them")
+
+
 class Vocab:
     """A fixed, ordered set of characters with ``encode`` and ``decode``."""
 
@@ -81,11 +87,7 @@ class Vocab:
         known = self._sorted[pos] == points
         if not known.all():
             bad = points[~known]
-            listing = describe_chars(dict.fromkeys(chr(p) for p in bad))
-            raise CharRNNError(
-                f"{what} has {bad.size} character(s) the model has never seen: {listing}; "
-                "remove them, or train on text that contains them"
-            )
+            raise unknown_error(what, bad.size, dict.fromkeys(chr(p) for p in bad))
         return self._order[pos].astype(token_dtype(len(self)))
 
     def decode(self, ids: Iterable[int]) -> str:

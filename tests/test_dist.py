@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +78,26 @@ def test_distributed_resume_reproduces_an_uninterrupted_run(corpus: Path, tmp_pa
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     other = run(["train", "--resume", "halves", "--steps", 35], tmp_path, workers=1)
     assert "saved by 2 worker(s) and resumes on 1" in other.stderr and other.returncode == 0
+
+
+def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_path: Path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "charrnn",
+           "train", str(corpus), "--steps", "100000", "--batch-size", "2", *FLAGS, "--out", "r"]
+    launcher = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+    deadline = time.monotonic() + 120
+    while not checkpoint.list_checkpoints(tmp_path / "r"):
+        assert launcher.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.1)
+    workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2
+    os.kill(int(workers[-1]), signal.SIGTERM)  # one worker only
+    _, stderr = launcher.communicate(timeout=120)
+    assert "stopped by SIGTERM at step" in stderr and "Resume with: charrnn train --resume r" in stderr
+    last = checkpoint.latest_of(tmp_path / "r", [])
+    state = last.trainer_state()
+    assert [s["step"] for s in state["ranks"]] == [last.step, last.step]  # both stopped on the same step
+    assert last.val_loss is None or last.step % 10 == 0
+    resumed = run(["train", "--resume", "r", "--steps", last.step + 4], tmp_path, workers=2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
