@@ -22,7 +22,7 @@ from charrnn.model import CharRNN
 MAX_STREAMS = 64
 MIN_STREAM_LEN = 1024
 CONTEXT = 128
-LOGITS_BUDGET = 1 << 23  # floats of logits held at once, bounding memory for large vocabularies
+ACTIVATION_BUDGET = 1 << 23  # floats of logits and gate activations held at once: bounds eval memory
 IGNORE = -1
 
 
@@ -88,7 +88,9 @@ def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device, world: Wo
     model.eval()
     bounds, starts, width = _layout(n)
     mine = np.arange(world.rank, len(starts), world.world_size)
-    chunk = max(1, LOGITS_BUDGET // (len(starts) * model.config.vocab_size))
+    cfg = model.config
+    per_column = len(starts) * (cfg.vocab_size + 4 * cfg.hidden_size * cfg.num_layers)  # floats per time step
+    chunk = max(1, ACTIVATION_BUDGET // per_column)
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
     for t in range(0, width if len(mine) else 0, chunk):

@@ -34,7 +34,7 @@ def test_short_text_is_exactly_one_pass(model: CharRNN):
 
 def test_long_text_counts_every_character_once(model: CharRNN, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(ev, "MIN_STREAM_LEN", 100)
-    monkeypatch.setattr(ev, "LOGITS_BUDGET", 7 * 8 * 50)  # several time chunks, state carried between
+    monkeypatch.setattr(ev, "ACTIVATION_BUDGET", 9 * (7 + 4 * 16 * 2) * 50)  # chunks of 50, state carried
     tokens = np.random.default_rng(1).integers(0, 7, 1000)
     bounds, starts, width = ev._layout(len(tokens))
     assert len(starts) == 9 and (starts == np.maximum(bounds[:-1] - ev.CONTEXT, 0)).all()
