@@ -283,10 +283,11 @@ def _train(world: dist.World, setup: run.Setup, warnings: list[str]) -> None:
             if writer is not None:
                 writer.close()
     if summary.final is None:
-        signum = trainer.stop_requested or signal.SIGINT
+        signum = trainer.stopping or signal.SIGINT
         if main:
             err.print(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved. "
                       f"Resume with: charrnn train --resume {setup.run_dir}", soft_wrap=True)
+        dist.barrier(world)  # no worker exits (and makes torchrun stop the others) before rank 0 has said so
         raise typer.Exit(128 + signum)
     if main:
         final = summary.final

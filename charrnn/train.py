@@ -164,7 +164,8 @@ class Trainer:
         self.best_step = 0
         self.bad_run = torch.zeros((), dtype=torch.long, device=device)  # non-finite steps in a row
         self.window = self._empty_window()  # the training-loss log line being built
-        self.stop_requested: int | None = None  # a signal number, set from a signal handler
+        self.stop_requested: int | None = None  # a signal number, set from this process's signal handler
+        self.stopping: int | None = None  # the signal all workers agreed to stop for
         self.scheduler = LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.progress(), cfg.warmup_steps, cfg.min_lr_ratio)
         )
@@ -268,9 +269,10 @@ class Trainer:
             batch = next(self.batches)
             loss, grad_norm = self.train_step(batch)
             self.elapsed = time.perf_counter() - started
+            self.stopping = self.stop_requested
             if self.world.enabled:  # agree on the clock (it drives the schedule) and on stopping
                 self.elapsed, stop = dist.all_max(self.world, [self.elapsed, self.stop_requested or 0], self.device)
-                self.stop_requested = int(stop) or None
+                self.stopping = int(stop) or None
             emitted = self._log(loss, grad_norm, batch.x.numel() * self.world.world_size, window_start)
             if emitted:
                 window_start = time.perf_counter()
@@ -285,9 +287,9 @@ class Trainer:
                 self._validate()
                 self.model.train()
                 window_start += time.perf_counter() - started - self.elapsed  # evaluation is not training
-            elif self.stop_requested is not None:
+            elif self.stopping is not None:
                 self._save(None)
-            if self.stop_requested is not None:
+            if self.stopping is not None:
                 return Summary(self.step, self.elapsed, None, self.best_loss, self.best_step, "signal")
         score = self._validate()
         return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, stopped_by)
