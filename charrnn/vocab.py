@@ -73,12 +73,6 @@ class Vocab:
     def __contains__(self, char: str) -> bool:
         return char in self._index
 
-    def unknown(self, text: str) -> list[str]:
-        """Characters of ``text`` that are not in the vocabulary, in order of first appearance."""
-        points = _code_points(text)
-        missing = ~np.isin(points, self._points)
-        return list(dict.fromkeys(chr(p) for p in points[missing]))
-
     def encode(self, text: str, what: str = "the text") -> np.ndarray:
         """Token ids of ``text``; unknown characters are an error that counts and names them."""
         points = _code_points(text)
