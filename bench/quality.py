@@ -20,28 +20,12 @@ import time
 from pathlib import Path
 
 import torch
+from baseline import Baseline
 from torch import nn
 
 from charrnn.corpus import load_corpus
 from charrnn.data import RandomBatches, split
 from charrnn.evaluate import evaluate
-
-
-class Baseline(nn.Module):
-    def __init__(self, vocab: int, hidden: int = 256, layers: int = 2, emb: int = 64) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, emb)
-        self.rnn = nn.LSTM(emb, hidden, layers, batch_first=True)
-        self.head = nn.Linear(hidden, vocab)
-
-        class Cfg:
-            vocab_size = vocab
-
-        self.config = Cfg()
-
-    def forward(self, x: torch.Tensor, state=None):
-        out, state = self.rnn(self.embed(x), state)
-        return self.head(out), state
 
 
 def run_baseline(corpus: Path, seconds: float, device: torch.device) -> dict:

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+from baseline import Baseline
 from torch import nn
 
 from charrnn.config import TrainConfig
@@ -22,19 +23,6 @@ from charrnn.model import CharRNN
 from charrnn.train import Trainer
 
 VOCAB = 65
-
-
-class Baseline(nn.Module):
-    """The hand-written reference: nn.Embedding -> nn.LSTM -> nn.Linear."""
-
-    def __init__(self, hidden: int, layers: int, emb: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, emb)
-        self.lstm = nn.LSTM(emb, hidden, layers, batch_first=True)
-        self.head = nn.Linear(hidden, VOCAB)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.lstm(self.embed(x))[0])
 
 
 def gemm_peak(seconds: float = 1.0) -> float:
@@ -78,13 +66,13 @@ def main() -> None:
                       precision=args.precision, steps=10**9)
     trainer = Trainer(CharRNN(cfg.model_config(VOCAB)), cfg, tokens, tokens[:1000], dev)
 
-    base = Baseline(args.hidden_size, args.num_layers, args.embedding_size).to(dev)
+    base = Baseline(VOCAB, args.hidden_size, args.num_layers, args.embedding_size).to(dev)
     opt = torch.optim.AdamW(base.parameters(), lr=2e-3)
 
     def baseline_step() -> None:
         batch = next(trainer.batches)
         x, y = batch.x.to(dev), batch.y.to(dev)
-        loss = nn.functional.cross_entropy(base(x).flatten(0, 1), y.flatten())
+        loss = nn.functional.cross_entropy(base(x)[0].flatten(0, 1), y.flatten())
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(base.parameters(), 1.0)

@@ -417,13 +417,9 @@ def _validation_split(ckpt: checkpoint.Checkpoint) -> tuple[Any, str]:
     path = Path(source.get("path", ""))
     if not path.is_file():
         raise CharRNNError(f"the run's corpus {path} is gone: pass the text to score, `charrnn eval FILE`")
-    changed = CharRNNError(f"the run's corpus {path} has changed since training: pass the text to score")
-    try:
-        corpus = load_corpus(path, source.get("encoding", "utf-8"), source.get("errors", "strict"), ckpt.vocab)
-    except CharRNNError:
-        raise changed from None
-    if corpus.sha256 != source.get("sha256"):
-        raise changed
+    corpus = run.training_corpus(ckpt)
+    if corpus is None:
+        raise CharRNNError(f"the run's corpus {path} has changed since training: pass the text to score")
     _, val = data.split(corpus.tokens, ckpt.meta["config"]["val_fraction"])
     return val, f"{path} (validation split)"
 

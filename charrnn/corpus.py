@@ -111,15 +111,19 @@ def _check_file(path: Path) -> None:
         raise CharRNNError(f"{path} is a directory: give the path of a text file")
 
 
+def _decoder(encoding: str, errors: str) -> codecs.IncrementalDecoder:
+    try:
+        return codecs.getincrementaldecoder(encoding)(errors)
+    except LookupError:
+        raise CharRNNError(f"unknown encoding {encoding!r}: use a name Python knows, e.g. utf-8 or latin-1") from None
+
+
 def _code_points(path: Path, encoding: str, errors: str, digest: hashlib._Hash | None,
                  progress: Progress | None) -> Iterator[np.ndarray]:
     """Yield the file's code points chunk by chunk (uint8 for ASCII chunks, else uint32), hashing its
     bytes into ``digest`` if one is given."""
     _check_file(path)
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors)
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}: use a name Python knows, e.g. utf-8 or latin-1") from None
+    decoder = _decoder(encoding, errors)
     utf8 = codecs.lookup(encoding).name == "utf-8"
     total, done = path.stat().st_size, 0
     try:
@@ -247,10 +251,7 @@ def load_corpus(path: Path, encoding: str = "utf-8", errors: str = "strict", voc
     """A corpus encoded with its own vocabulary (the sorted set of its characters) or with a given one
     (characters outside it are an error that counts and shows them), from the cache when unchanged."""
     _check_file(path)
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise CharRNNError(f"unknown encoding {encoding!r}: use a name Python knows, e.g. utf-8 or latin-1") from None
+    _decoder(encoding, errors)  # an unknown encoding is an error before anything else
     key = _cache_key(path, encoding, errors, vocab)
     entry = cache_root() / "corpora" / key
     cached = _open_cached(entry, path, encoding, errors)

@@ -173,6 +173,18 @@ def warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, Any
     return Setup(start(corpus, cfg, out), cfg, corpus, model)
 
 
+def training_corpus(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> Corpus | None:
+    """The corpus a checkpoint was trained on, encoded with its vocabulary; None if it is unreadable or
+    no longer the same file (its SHA-256 differs)."""
+    source = ckpt.meta.get("corpus", {})
+    try:
+        corpus = load_corpus(Path(source.get("path", "")), source.get("encoding", "utf-8"),
+                             source.get("errors", "strict"), ckpt.vocab, progress)
+    except CharRNNError:
+        return None
+    return corpus if corpus.sha256 == source.get("sha256") else None
+
+
 def resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any], warn: list[str],
            progress: Progress | None = None) -> Setup:
     """Continue a run from its newest good checkpoint, exactly where it stopped."""
@@ -188,14 +200,9 @@ def resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any]
     if done["step"] >= cfg.steps or (cfg.max_time is not None and done["elapsed"] >= cfg.max_time):
         raise CharRNNError(f"{run_dir} already finished (step {done['step']}, {done['elapsed']:.0f}s): "
                            "pass a larger --steps or --max-time to train further")
-    source = ckpt.meta["corpus"]
-    path = Path(source["path"])
-    try:
-        corpus = load_corpus(path, source["encoding"], source["errors"], ckpt.vocab, progress)
-    except CharRNNError:
-        corpus = None
-    if corpus is None or corpus.sha256 != source["sha256"]:
-        raise CharRNNError(f"the corpus {path} has changed since this run started; it cannot be resumed exactly: "
-                           "start a new run (use --init-from to keep the weights)")
+    corpus = training_corpus(ckpt, progress)
+    if corpus is None:
+        raise CharRNNError(f"the corpus {ckpt.meta['corpus']['path']} has changed since this run started; it cannot "
+                           "be resumed exactly: start a new run (use --init-from to keep the weights)")
     set_seed(cfg.seed)
     return Setup(run_dir, cfg, corpus, ckpt.load_model(), state)
