@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one go, in well under ten minutes on one CUDA GPU:
-#   training throughput (charrnn vs a hand-written nn.LSTM, same settings, same run),
-#   time to quality (validation loss after SECONDS, charrnn vs the hand-written loop),
+# The GPU checks and benchmarks in one go, in well under ten minutes on one CUDA GPU:
+#   the CUDA-graph training step against the eager one (tests/test_graphs.py),
+#   training throughput (charrnn with and without CUDA graphs vs a hand-written nn.LSTM, same settings, same run),
 #   sampling speed (one stream and 64 streams),
+#   time to quality (validation loss after SECONDS: the hand-written loop and two charrnn configurations),
 #   and with several GPUs, data-parallel scaling (1 GPU against all of them at the same global batch).
 # usage: bash bench/gpu.sh [CORPUS] [SECONDS]    (from the repository root; prints JSON lines)
 set -euo pipefail
 corpus=${1:-../shared/data/tinyshakespeare.txt}
-seconds=${2:-90}
+seconds=${2:-50}
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
@@ -17,15 +18,19 @@ import json, torch
 print(json.dumps({"bench": "gpu", "torch": torch.__version__, "cuda": torch.cuda.is_available(),
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None}))
 PY
-# the issue's baseline shape, then a GPU-sized one
-$py bench/throughput.py --device cuda --rounds 3 --seconds 3
-$py bench/throughput.py --device cuda --rounds 3 --seconds 3 --precision fp32
-$py bench/throughput.py --device cuda --rounds 3 --seconds 3 --hidden-size 512 --num-layers 3 --batch-size 128 --seq-len 128
-$py bench/throughput.py --device cuda --rounds 3 --seconds 3 --hidden-size 512 --num-layers 3 --batch-size 128 --seq-len 128 --precision fp32
-$py bench/sampling.py --rounds 2 --seconds 2
+$py -m pytest -q -p no:cacheprovider tests/test_graphs.py
+for shape in "" "--hidden-size 512 --num-layers 3 --batch-size 128 --seq-len 128"; do
+  # shellcheck disable=SC2086
+  $py bench/throughput.py --device cuda --rounds 2 --seconds 3 $shape
+  # shellcheck disable=SC2086
+  CHARRNN_CUDA_GRAPHS=0 $py bench/throughput.py --device cuda --rounds 2 --seconds 3 $shape
+done
+$py bench/sampling.py --rounds 1 --seconds 2
 if [ -f "$corpus" ]; then
-  $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda \
-      --hidden-size 512 --num-layers 3 --batch-size 64 --seq-len 128 --dropout 0.2 --lr 3e-3 --eval-every 100000
+  # the hand-written loop, the CPU configuration, and the one tuned on an H100 (50 s)
+  $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda --eval-every 100000
+  $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda --eval-every 100000 --no-baseline \
+      --config configs/shakespeare-gpu.toml
 else
   echo "{\"bench\": \"quality\", \"skipped\": \"no corpus at $corpus\"}"
 fi

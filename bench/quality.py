@@ -54,7 +54,9 @@ def run_charrnn(corpus: Path, seconds: float, config: Path | None, device: str, 
         cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", str(seconds), "--out", str(out),
                "--device", device, *(["--config", str(config)] if config else []), *extra]
         start = time.perf_counter()
-        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+        done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            sys.exit(f"charrnn train failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
         wall = time.perf_counter() - start
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         final = [m for m in lines if m["split"] == "val"][-1]

@@ -3,8 +3,10 @@
     python bench/throughput.py [--hidden-size 256] [--num-layers 2] [--batch-size 32] [--seq-len 64]
 
 Both loops train on random token windows of the same shape and vocabulary (65, as tiny shakespeare),
-alternating in rounds so that machine noise hits both alike. Prints one JSON line per measurement and a
-final line with the ratio, plus each one's fraction of the measured fp32 GEMM peak.
+alternating every few steps so that machine noise hits both alike (on a shared machine the speed of both
+drifts by up to 1.5x over seconds: rounds of seconds each gave ratios anywhere from 1.0 to 1.4). Prints
+one JSON line per round and a final line with the ratio of total chars/s over all rounds, plus each one's
+fraction of the measured fp32 GEMM peak.
 """
 
 from __future__ import annotations
@@ -26,14 +28,22 @@ VOCAB = 65
 
 
 def gemm_peak(seconds: float = 1.0) -> float:
-    """Measured fp32 GFLOP/s of a large square matmul on this machine."""
+    """Measured fp32 GFLOP/s of a large square matmul on this machine: the faster of torch's own (MKL) and
+    oneDNN's (the library behind nn.LSTM on CPU; on AMD CPUs MKL takes a slower path, so the two differ)."""
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        n += 1
-    return 2 * 2048**3 * n / (time.perf_counter() - start) / 1e9
+    calls = [lambda: a @ b]
+    if torch.backends.mkldnn.is_available():
+        am, bm = a.to_mkldnn(), b.t().contiguous().to_mkldnn()
+        calls.append(lambda: torch._C._nn.mkldnn_linear(am, bm, None))
+    best = 0.0
+    for call in calls:
+        call()
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            call()
+            n += 1
+        best = max(best, 2 * 2048**3 * n / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def flops_per_char(hidden: int, layers: int, emb: int) -> float:
@@ -55,6 +65,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=4.0, help="per loop per round")
+    p.add_argument("--block", type=int, default=4, help="steps of one loop before switching to the other")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="auto", help="charrnn's --precision (the baseline is fp32)")
     args = p.parse_args()
@@ -81,36 +92,47 @@ def main() -> None:
     def charrnn_step() -> None:
         trainer.train_step(next(trainer.batches))
 
-    def measure(step) -> float:
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < args.seconds:
-            step()
-            n += 1
+    def sync() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        return n * args.batch_size * args.seq_len / (time.perf_counter() - start)
+
+    def timed(step, n: int) -> float:
+        sync()
+        start = time.perf_counter()
+        for _ in range(n):
+            step()
+        sync()
+        return time.perf_counter() - start
 
     for step in (baseline_step, charrnn_step):  # warm up
-        for _ in range(3):
-            step()
+        timed(step, 3)
     peak = gemm_peak() if dev.type == "cpu" else float("nan")
     per_char = flops_per_char(args.hidden_size, args.num_layers, args.embedding_size)
-    results: dict[str, list[float]] = {"baseline": [], "charrnn": []}
+    chars = args.batch_size * args.seq_len
+    spent = {"baseline": 0.0, "charrnn": 0.0}
+    done = {"baseline": 0, "charrnn": 0}
     for r in range(args.rounds):
-        for name, step in (("baseline", baseline_step), ("charrnn", charrnn_step)):
-            speed = measure(step)
-            results[name].append(speed)
-            print(json.dumps({"bench": "throughput", "round": r, "impl": name, "chars_per_s": round(speed)}))
-    med = {k: float(np.median(v)) for k, v in results.items()}
+        round_spent, round_done = {"baseline": 0.0, "charrnn": 0.0}, {"baseline": 0, "charrnn": 0}
+        while min(round_spent.values()) < args.seconds:
+            for name, step in (("baseline", baseline_step), ("charrnn", charrnn_step)):
+                round_spent[name] += timed(step, args.block)
+                round_done[name] += args.block
+        for name in spent:
+            spent[name] += round_spent[name]
+            done[name] += round_done[name]
+        print(json.dumps({"bench": "throughput", "round": r, **{
+            f"{name}_chars_per_s": round(round_done[name] * chars / round_spent[name]) for name in spent}}))
+    speed = {name: done[name] * chars / spent[name] for name in spent}
     print(json.dumps({
         "bench": "throughput", "summary": True, "device": args.device, "threads": torch.get_num_threads(),
-        "precision": "bf16" if trainer.amp else "fp32", "hidden_size": args.hidden_size, "num_layers": args.num_layers,
+        "precision": "bf16" if trainer.amp else "fp32",
+        "cuda_graphs": trainer.graphs, "hidden_size": args.hidden_size, "num_layers": args.num_layers,
         "batch_size": args.batch_size,
-        "seq_len": args.seq_len, "baseline_chars_per_s": round(med["baseline"]),
-        "charrnn_chars_per_s": round(med["charrnn"]), "ratio": round(med["charrnn"] / med["baseline"], 3),
+        "seq_len": args.seq_len, "baseline_chars_per_s": round(speed["baseline"]),
+        "charrnn_chars_per_s": round(speed["charrnn"]), "ratio": round(speed["charrnn"] / speed["baseline"], 3),
         "gemm_peak_gflops": round(peak, 1),
-        "baseline_peak_fraction": round(med["baseline"] * per_char / 1e9 / peak, 3),
-        "charrnn_peak_fraction": round(med["charrnn"] * per_char / 1e9 / peak, 3),
+        "baseline_peak_fraction": round(speed["baseline"] * per_char / 1e9 / peak, 3),
+        "charrnn_peak_fraction": round(speed["charrnn"] * per_char / 1e9 / peak, 3),
     }))
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -26,6 +28,7 @@ from charrnn.data import Batch, make_batches
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import Score, bits_per_char, evaluate, perplexity
+from charrnn.graphs import GraphedStep
 from charrnn.model import CharRNN, State, detach_state
 
 
@@ -166,6 +169,10 @@ class Trainer:
         self.window = self._empty_window()  # the training-loss log line being built
         self.stop_requested: int | None = None  # a signal number, set from this process's signal handler
         self.stopping: int | None = None  # the signal all workers agreed to stop for
+        # replay the step as a CUDA graph (graphs.py): cuDNN cores on one GPU; CHARRNN_CUDA_GRAPHS=0 turns it off
+        self.graphs = (device.type == "cuda" and not world.enabled and cfg.cell in ("rnn", "gru", "lstm")
+                       and os.environ.get("CHARRNN_CUDA_GRAPHS", "1") != "0")
+        self.graph: GraphedStep | None = None
         self.scheduler = LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.progress(), cfg.warmup_steps, cfg.min_lr_ratio)
         )
@@ -185,15 +192,9 @@ class Trainer:
         y = batch.y.to(self.device, non_blocking=True)
         if batch.reset:
             self.state = None
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            logits, state = self.net(x, self.state)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        loss, grad_norm, state = self._forward_backward(x, y)
         if self.world.enabled:  # the global mean loss, so that every worker takes the same decision
-            loss = dist.all_sum_(self.world, loss.detach().clone()) / self.world.world_size
+            loss = dist.all_sum_(self.world, loss.clone()) / self.world.world_size
         bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))
         self.optimizer.found_inf = bad.float()
         self.optimizer.step()
@@ -201,7 +202,45 @@ class Trainer:
         self.bad_run = (self.bad_run + 1) * bad
         self.state = detach_state(state, keep=~bad)
         self.step += 1
-        return loss.detach(), grad_norm.detach()
+        return loss, grad_norm
+
+    def _compute(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> tuple[torch.Tensor, ...]:
+        """Forward, backward and clipping: the part of a step that a CUDA graph captures."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None,
+                            cache_enabled=False):
+            logits, state = self.net(x, state)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        loss.backward()
+        max_norm = self.cfg.clip if self.cfg.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        return loss.detach(), grad_norm.detach(), detach_state(state)
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.graphs and self.graph is None:
+            self.graph = self._capture(x, y)
+        if self.graph is None or x.shape != self.graph.x.shape:
+            return self._compute(x, y, self.state)
+        lstm = isinstance(self.model.rnn, torch.nn.LSTM)
+        state = self.state if lstm or self.state is None else (self.state,)
+        loss, grad_norm, state = self.graph(x, y, state)
+        return loss, grad_norm, state if lstm else state[0]
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> GraphedStep | None:
+        lstm = isinstance(self.model.rnn, torch.nn.LSTM)
+
+        def compute(x: torch.Tensor, y: torch.Tensor, state: tuple[torch.Tensor, ...]):
+            loss, grad_norm, new = self._compute(x, y, state if lstm else state[0])
+            return loss, grad_norm, new if lstm else (new,)
+
+        shape = (self.cfg.num_layers, x.shape[0], self.cfg.hidden_size)
+        zeros = tuple(torch.zeros(shape, device=self.device) for _ in range(2 if lstm else 1))
+        try:
+            return GraphedStep(compute, list(self.model.parameters()), x, y, zeros)
+        except RuntimeError as e:  # train on, eagerly
+            warnings.warn(f"training without CUDA graphs: capturing the step failed ({e})", stacklevel=2)
+            self.graphs = False
+            return None
 
     def evaluate(self) -> Score:
         return evaluate(self.model, self.val_tokens, self.device, self.world)

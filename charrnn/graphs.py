@@ -1,0 +1,54 @@
+"""The training step's forward, backward and clipping, captured once as a CUDA graph and replayed.
+
+A small recurrent model on a GPU spends longer launching kernels than running them: cuDNN's LSTM
+launches several per time step and layer, forward and backward. A replay launches them all at once.
+Replays need fixed shapes and fixed memory, so the inputs and the carried state are copied into
+static tensors first, and the gradients live in the graph's memory pool, where the optimizer (run
+eagerly after the replay, so that learning-rate changes need no recapture) finds them.
+See https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+# (x, y, state) -> (loss, grad_norm, new state); it must set the gradients to None before backward
+Compute = Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]],
+                   tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]]
+
+WARMUP = 3  # eager runs before the capture (cuBLAS/cuDNN workspaces, autograd's buffers)
+
+
+class GraphedStep:
+    def __init__(self, compute: Compute, params: list[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor,
+                 state: tuple[torch.Tensor, ...]) -> None:
+        self.x, self.y = x.clone(), y.clone()
+        self.state = tuple(s.clone() for s in state)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # the weights are not updated: the optimizer is not part of compute
+            for _ in range(WARMUP):
+                compute(self.x, self.y, self.state)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = compute(self.x, self.y, self.state)
+        self.params = params
+        self.grads = [p.grad for p in params]  # allocated in the graph's pool, rewritten by each replay
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, state: tuple[torch.Tensor, ...] | None):
+        """Replay on new inputs; ``state`` None starts from zeros. The outputs are overwritten by the next
+        replay: use them (or copy them) before calling again."""
+        self.x.copy_(x, non_blocking=True)
+        self.y.copy_(y, non_blocking=True)
+        for static, s in zip(self.state, state or [None] * len(self.state), strict=True):
+            if s is None:
+                static.zero_()
+            else:
+                static.copy_(s)
+        self.graph.replay()
+        for p, g in zip(self.params, self.grads, strict=True):  # an eager step in between may have replaced them
+            p.grad = g
+        return self.out

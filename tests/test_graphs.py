@@ -1,0 +1,55 @@
+"""The CUDA-graph training step (charrnn/graphs.py) against the eager one. Needs a CUDA GPU: skipped elsewhere
+(run it with `python -m pytest tests/test_graphs.py` on a GPU machine; bench/gpu.sh does)."""
+
+import pytest
+import torch
+
+from charrnn.config import TrainConfig
+from charrnn.corpus import load_corpus
+from charrnn.data import split
+from charrnn.model import CharRNN
+from charrnn.train import Trainer, set_seed
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def trained(corpus, cfg: TrainConfig, graphs: bool, steps: int, monkeypatch) -> tuple[Trainer, list[float]]:
+    monkeypatch.setenv("CHARRNN_CUDA_GRAPHS", "1" if graphs else "0")
+    c = load_corpus(corpus)
+    train, val = split(c.tokens, cfg.val_fraction)
+    set_seed(cfg.seed)
+    trainer = Trainer(CharRNN(cfg.model_config(len(c.vocab))), cfg, train, val, torch.device("cuda"))
+    assert trainer.graphs is graphs
+    losses = [float(trainer.train_step(next(trainer.batches))[0]) for _ in range(steps)]
+    return trainer, losses
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("batching", ["sequential", "random"])
+def test_graph_replays_train_like_eager_steps(corpus, tiny, cell, batching, monkeypatch):
+    cfg = TrainConfig(**{**tiny.to_dict(), "cell": cell, "batching": batching, "device": "cuda"})
+    eager, eager_losses = trained(corpus, cfg, False, 40, monkeypatch)
+    graphed, graphed_losses = trained(corpus, cfg, True, 40, monkeypatch)
+    assert graphed.graph is not None, "the step was not captured"
+    assert graphed_losses == pytest.approx(eager_losses, rel=1e-4)
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    if batching == "sequential":  # the carried state went through the graph's static inputs
+        for a, b in zip(eager.state, graphed.state, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_eager_steps_between_replays_keep_the_gradients_right(corpus, tiny, monkeypatch):
+    """A batch of another shape runs eagerly; the replays after it must still hand the optimizer their gradients."""
+    cfg = TrainConfig(**{**tiny.to_dict(), "device": "cuda", "dropout": 0.0})
+    trainer, _ = trained(corpus, cfg, True, 3, monkeypatch)
+    batch = next(trainer.batches)
+    batch.x, batch.y = batch.x[:2], batch.y[:2]
+    trainer.state = None
+    trainer.train_step(batch)  # eager: replaces every .grad
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.state = None
+    trainer.train_step(next(trainer.batches))  # replayed
+    assert all(p.grad.data_ptr() == g.data_ptr() for p, g in zip(trainer.model.parameters(), trainer.graph.grads,
+                                                                 strict=True))
+    assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters(), strict=True))
