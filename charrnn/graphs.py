@@ -14,39 +14,47 @@ from collections.abc import Callable
 
 import torch
 
-# (x, y, state) -> (loss, grad_norm, new state); it must set the gradients to None before backward
-Compute = Callable[[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]],
-                   tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]]
+from charrnn.model import State
+
+Out = tuple[torch.Tensor, torch.Tensor, State]  # loss, gradient norm, new state
+# (x, y, state) -> Out; it must set the gradients to None before backward
+Compute = Callable[[torch.Tensor, torch.Tensor, State], Out]
 
 WARMUP = 3  # eager runs before the capture (cuBLAS/cuDNN workspaces, autograd's buffers)
 
 
 class GraphedStep:
     def __init__(self, compute: Compute, params: list[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor,
-                 state: tuple[torch.Tensor, ...]) -> None:
+                 state: State) -> None:
+        """Capture ``compute`` on inputs shaped like ``x``, ``y`` and ``state`` (a tensor, or a tuple for an LSTM)."""
         self.x, self.y = x.clone(), y.clone()
-        self.state = tuple(s.clone() for s in state)
+        self.tuple = isinstance(state, tuple)
+        self.state = tuple(s.clone() for s in state) if self.tuple else (state.clone(),)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # the weights are not updated: the optimizer is not part of compute
             for _ in range(WARMUP):
-                compute(self.x, self.y, self.state)
+                compute(self.x, self.y, self._static_state())
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.out = compute(self.x, self.y, self.state)
+            self.out = compute(self.x, self.y, self._static_state())
         self.params = params
         self.grads = [p.grad for p in params]  # allocated in the graph's pool, rewritten by each replay
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, state: tuple[torch.Tensor, ...] | None):
+    def _static_state(self) -> State:
+        return self.state if self.tuple else self.state[0]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> Out:
         """Replay on new inputs; ``state`` None starts from zeros. The outputs are overwritten by the next
         replay: use them (or copy them) before calling again."""
         self.x.copy_(x, non_blocking=True)
         self.y.copy_(y, non_blocking=True)
-        for static, s in zip(self.state, state or [None] * len(self.state), strict=True):
-            if s is None:
+        if state is None:
+            for static in self.state:
                 static.zero_()
-            else:
+        else:
+            for static, s in zip(self.state, state if self.tuple else (state,), strict=True):
                 static.copy_(s)
         self.graph.replay()
         for p, g in zip(self.params, self.grads, strict=True):  # an eager step in between may have replaced them

@@ -221,22 +221,13 @@ class Trainer:
             self.graph = self._capture(x, y)
         if self.graph is None or x.shape != self.graph.x.shape:
             return self._compute(x, y, self.state)
-        lstm = isinstance(self.model.rnn, torch.nn.LSTM)
-        state = self.state if lstm or self.state is None else (self.state,)
-        loss, grad_norm, state = self.graph(x, y, state)
-        return loss, grad_norm, state if lstm else state[0]
+        return self.graph(x, y, self.state)
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> GraphedStep | None:
-        lstm = isinstance(self.model.rnn, torch.nn.LSTM)
-
-        def compute(x: torch.Tensor, y: torch.Tensor, state: tuple[torch.Tensor, ...]):
-            loss, grad_norm, new = self._compute(x, y, state if lstm else state[0])
-            return loss, grad_norm, new if lstm else (new,)
-
-        shape = (self.cfg.num_layers, x.shape[0], self.cfg.hidden_size)
-        zeros = tuple(torch.zeros(shape, device=self.device) for _ in range(2 if lstm else 1))
+        zeros = torch.zeros(self.cfg.num_layers, x.shape[0], self.cfg.hidden_size, device=self.device)
+        state = (zeros, zeros.clone()) if isinstance(self.model.rnn, torch.nn.LSTM) else zeros
         try:
-            return GraphedStep(compute, list(self.model.parameters()), x, y, zeros)
+            return GraphedStep(self._compute, list(self.model.parameters()), x, y, state)
         except RuntimeError as e:  # train on, eagerly
             warnings.warn(f"training without CUDA graphs: capturing the step failed ({e})", stacklevel=2)
             self.graphs = False

@@ -1,6 +1,8 @@
 """The CUDA-graph training step (charrnn/graphs.py) against the eager one. Needs a CUDA GPU: skipped elsewhere
 (run it with `python -m pytest tests/test_graphs.py` on a GPU machine; bench/gpu.sh does)."""
 
+import math
+
 import pytest
 import torch
 
@@ -53,3 +55,12 @@ def test_eager_steps_between_replays_keep_the_gradients_right(corpus, tiny, monk
     assert all(p.grad.data_ptr() == g.data_ptr() for p, g in zip(trainer.model.parameters(), trainer.graph.grads,
                                                                  strict=True))
     assert any(not torch.equal(a, p) for a, p in zip(before, trainer.model.parameters(), strict=True))
+
+
+def test_graphs_train_with_dropout(corpus, tiny, monkeypatch):
+    """cuDNN's dropout between layers and nn.Dropout before the head both draw random numbers inside the graph."""
+    cfg = TrainConfig(**{**tiny.to_dict(), "device": "cuda", "dropout": 0.2, "num_layers": 2})
+    trainer, losses = trained(corpus, cfg, True, 60, monkeypatch)
+    assert trainer.graph is not None
+    assert all(map(math.isfinite, losses))
+    assert sum(losses[-10:]) < sum(losses[:10])
