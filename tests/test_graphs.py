@@ -7,20 +7,15 @@ import pytest
 import torch
 
 from charrnn.config import TrainConfig
-from charrnn.corpus import load_corpus
-from charrnn.data import split
-from charrnn.model import CharRNN
-from charrnn.train import Trainer, set_seed
+from charrnn.train import Trainer
+from tests.test_train import make_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def trained(corpus, cfg: TrainConfig, graphs: bool, steps: int, monkeypatch) -> tuple[Trainer, list[float]]:
     monkeypatch.setenv("CHARRNN_CUDA_GRAPHS", "1" if graphs else "0")
-    c = load_corpus(corpus)
-    train, val = split(c.tokens, cfg.val_fraction)
-    set_seed(cfg.seed)
-    trainer = Trainer(CharRNN(cfg.model_config(len(c.vocab))), cfg, train, val, torch.device("cuda"))
+    trainer = make_trainer(corpus, cfg)
     assert trainer.graphs is graphs
     losses = [float(trainer.train_step(next(trainer.batches))[0]) for _ in range(steps)]
     return trainer, losses

@@ -17,7 +17,7 @@ def make_trainer(corpus, cfg: TrainConfig, **kwargs) -> Trainer:
     train, val = split(c.tokens, cfg.val_fraction)
     set_seed(cfg.seed)
     model = CharRNN(cfg.model_config(len(c.vocab)))
-    return Trainer(model, cfg, train, val, torch.device("cpu"), **kwargs)
+    return Trainer(model, cfg, train, val, torch.device(cfg.device), **kwargs)
 
 
 def test_schedule_warms_up_then_decays():
