@@ -52,9 +52,9 @@ def main() -> None:
             proc.kill()
             proc.wait()
             try:
-                ckpt = checkpoint.latest_of(work / "run", [])
+                ckpt = checkpoint.latest_of(work / "run")
                 ckpt.load_model()
-                ckpt.trainer_state()
+                ckpt.resume_state()
                 ok = True
                 steps.append(ckpt.step)
             except CharRNNError as e:

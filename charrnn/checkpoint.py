@@ -4,7 +4,7 @@ A checkpoint is a directory ``RUN/checkpoints/step-NNNNNNNN/`` holding
   model.safetensors  the weights (no pickle: safe to share and to load),
   trainer.pt         optional resume-only state (tensors and plain data, loaded with weights_only=True),
   meta.json          format version, vocabulary, model config, step, metrics, and a manifest of the other
-                     files' sizes and SHA-256 hashes, written last.
+                     files' sizes and SHA-256 hashes, written last (its schema: schema.py).
 It is built under a temporary name, fsynced and renamed, so it is complete or absent, never mixed.
 """
 
@@ -14,22 +14,20 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from charrnn import __version__
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
+from charrnn.schema import FORMAT, META_VERSION, CheckpointMeta, FileEntry, ResumeState
 from charrnn.vocab import Vocab
 
-FORMAT = "charrnn-checkpoint"
-VERSION = 1
 WEIGHTS = "model.safetensors"
 TRAINER = "trainer.pt"
 META = "meta.json"
@@ -39,45 +37,64 @@ PREFIX = "step-"
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A verified checkpoint on disk; weights are read only when asked for."""
+    """A verified checkpoint on disk; weights are read only when asked for. ``skipped`` says why newer
+    (or better) checkpoints of the same run were passed over to reach this one."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: CheckpointMeta
+    skipped: tuple[str, ...] = ()
 
     @property
     def step(self) -> int:
-        return int(self.meta["step"])
+        return self.meta.step
 
     @property
     def vocab(self) -> Vocab:
-        return Vocab(self.meta["vocab"])
+        return Vocab(self.meta.vocab)
 
     @property
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**self.meta["model"])
+        return self.meta.model
 
     @property
     def val_loss(self) -> float | None:
-        return self.meta.get("metrics", {}).get("val_loss")
+        return self.meta.metrics.val_loss
 
     def load_model(self, device: torch.device | str = "cpu") -> CharRNN:
-        model = CharRNN(self.model_config)
+        """The model with these weights. Its shape is checked against the weights file's header before
+        anything is allocated, so metadata claiming a huge model costs nothing."""
         try:
+            _check_shapes(self.path / WEIGHTS, self.model_config)
             weights = load_file(self.path / WEIGHTS, device="cpu")
+            model = CharRNN(self.model_config)
             model.load_state_dict(weights)
         except (SafetensorError, RuntimeError, OSError) as e:
             raise CharRNNError(f"checkpoint {self.path} has unreadable weights ({e}): train again") from None
         return model.to(device)
 
-    def trainer_state(self) -> dict[str, Any]:
+    def resume_state(self) -> ResumeState:
         """The resume-only state, loaded without executing any code (weights_only=True)."""
         path = self.path / TRAINER
         if not path.exists():
             raise CharRNNError(f"checkpoint {self.path} holds no training state, so it cannot be resumed")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any failure here means an unusable file
             raise CharRNNError(f"refusing to load {path}: {str(e).splitlines()[0]}") from None
+        return ResumeState.from_dict(raw, str(path))
+
+
+def _check_shapes(path: Path, config: ModelConfig) -> None:
+    """Raise unless the weights file holds exactly the tensors of a model with ``config``."""
+    with safe_open(path, "pt") as f:
+        found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    vocab, hidden = config.vocab_size, config.hidden_size
+    cheap = {"embed.weight": (vocab, config.embedding_size), "head.weight": (vocab, hidden)}
+    plausible = all(found.get(k) == v for k, v in cheap.items()) and config.num_layers < len(found)
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = {k: tuple(v.shape) for k, v in CharRNN(config).state_dict().items()} if plausible else {}
+    if found != expected:
+        raise RuntimeError(f"the weights do not fit the model the metadata describes ({config})")
 
 
 def _sha256(path: Path) -> str:
@@ -96,37 +113,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save(
-    run_dir: Path,
-    step: int,
-    model: CharRNN,
-    vocab: Vocab,
-    meta: dict[str, Any],
-    trainer_state: dict[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint atomically and return its directory."""
+def save(run_dir: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeState | None = None) -> Path:
+    """Write a checkpoint for ``meta.step`` atomically and return its directory (``meta.files`` is filled in)."""
     root = run_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{step:08d}"
+    final = root / f"{PREFIX}{meta.step:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(weights, tmp / WEIGHTS)
-    if trainer_state is not None:
-        torch.save(trainer_state, tmp / TRAINER)
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
-    full = {
-        "format": FORMAT,
-        "version": VERSION,
-        "charrnn_version": __version__,
-        "step": step,
-        "vocab": vocab.chars,
-        "model": asdict(model.config),
-        **meta,
-        "files": files,
-    }
-    (tmp / META).write_text(json.dumps(full, ensure_ascii=False, indent=1), encoding="utf-8")
+    if resume is not None:
+        torch.save(resume.to_dict(), tmp / TRAINER)
+    files = {p.name: FileEntry(p.stat().st_size, _sha256(p)) for p in sorted(tmp.iterdir())}
+    meta = replace(meta, files=files, charrnn_version=__version__)
+    (tmp / META).write_text(json.dumps(meta.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
     for p in tmp.iterdir():
         _fsync(p)
     _fsync(tmp)
@@ -147,21 +148,22 @@ def verify(path: Path) -> Checkpoint:
     if not meta_path.is_file():
         raise CharRNNError(f"{path} is not a charrnn checkpoint (no {META})")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        raw = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CharRNNError(f"checkpoint {path} has a corrupt {META}: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CharRNNError(f"{path} is not a charrnn checkpoint (unknown format)")
-    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
+    if not isinstance(raw.get("version"), int) or raw["version"] > META_VERSION:
         raise CharRNNError(
-            f"checkpoint {path} has format version {meta.get('version')}, newer than this charrnn "
+            f"checkpoint {path} has format version {raw.get('version')}, newer than this charrnn "
             f"({__version__}) reads: upgrade charrnn"
         )
-    for name, want in meta.get("files", {}).items():
+    meta = CheckpointMeta.from_dict(raw, f"checkpoint {path} {META}")
+    for name, want in meta.files.items():
         file = path / name
-        if not file.is_file() or file.stat().st_size != want["size"] or _sha256(file) != want["sha256"]:
+        if not file.is_file() or file.stat().st_size != want.size or _sha256(file) != want.sha256:
             raise CharRNNError(f"checkpoint {path} is corrupt or incomplete: {name} does not match its manifest")
-    if WEIGHTS not in meta.get("files", {}):
+    if WEIGHTS not in meta.files:
         raise CharRNNError(f"checkpoint {path} is incomplete: no {WEIGHTS}")
     return Checkpoint(path, meta)
 
@@ -174,37 +176,37 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
 
-def _verified(paths: list[Path], warn: list[str]) -> list[Checkpoint]:
-    good = []
-    for path in paths:
+def _verified(run_dir: Path) -> tuple[list[Checkpoint], tuple[str, ...]]:
+    """The run's good checkpoints, oldest first, and why the others were skipped."""
+    good, skipped = [], []
+    for path in list_checkpoints(run_dir):
         try:
             good.append(verify(path))
         except CharRNNError as e:
-            warn.append(str(e))
-    return good
+            skipped.append(str(e))
+    if not good:
+        raise CharRNNError(f"no usable checkpoint in {run_dir}: run `charrnn train CORPUS` first")
+    return good, tuple(skipped)
 
 
-def best_of(run_dir: Path, warn: list[str]) -> Checkpoint:
+def best_of(run_dir: Path) -> Checkpoint:
     """The good checkpoint with the lowest validation loss (the newest one if none has a loss)."""
-    good = _verified(list_checkpoints(run_dir), warn)
-    if not good:
-        raise CharRNNError(f"no usable checkpoint in {run_dir}: run `charrnn train CORPUS` first")
+    good, skipped = _verified(run_dir)
     scored = [c for c in good if c.val_loss is not None]
-    return min(scored, key=lambda c: (c.val_loss, -c.step)) if scored else good[-1]
+    best = min(scored, key=lambda c: (c.val_loss, -c.step)) if scored else good[-1]
+    return replace(best, skipped=skipped)
 
 
-def latest_of(run_dir: Path, warn: list[str]) -> Checkpoint:
+def latest_of(run_dir: Path) -> Checkpoint:
     """The newest good checkpoint of a run, skipping corrupt ones."""
-    good = _verified(list_checkpoints(run_dir), warn)
-    if not good:
-        raise CharRNNError(f"no usable checkpoint in {run_dir}: run `charrnn train CORPUS` first")
-    return good[-1]
+    good, skipped = _verified(run_dir)
+    return replace(good[-1], skipped=skipped)
 
 
 def prune(run_dir: Path, keep: int) -> None:
     """Keep the newest ``keep`` checkpoints and the best one; delete the rest."""
     paths = list_checkpoints(run_dir)
-    best = best_of(run_dir, []).path if paths else None
+    best = best_of(run_dir).path if paths else None
     for path in paths[:-keep]:
         if path != best:
             shutil.rmtree(path, ignore_errors=True)
@@ -221,8 +223,9 @@ def latest_run(runs_root: Path) -> Path:
     return max(runs, key=lambda p: (p / CHECKPOINTS).stat().st_mtime_ns)
 
 
-def resolve(path: Path | None, runs_root: Path, warn: list[str], best: bool = True) -> Checkpoint:
-    """Find the checkpoint a user means: a file in a checkpoint, a checkpoint, a run, or the latest run."""
+def find(path: Path | None, runs_root: Path) -> Checkpoint:
+    """The checkpoint a user means: a file in a checkpoint, a checkpoint, the best of a run, or the best of
+    the latest run."""
     if path is None:
         path = latest_run(runs_root)
     if not path.exists():
@@ -234,5 +237,5 @@ def resolve(path: Path | None, runs_root: Path, warn: list[str], best: bool = Tr
     if (path / META).exists():
         return verify(path)
     if (path / CHECKPOINTS).is_dir():
-        return best_of(path, warn) if best else latest_of(path, warn)
+        return best_of(path)
     raise CharRNNError(f"{path} is neither a charrnn run directory nor a checkpoint")

@@ -64,7 +64,7 @@ class TrainConfig:
     # environment
     seed: int = 1337
     device: str = "auto"
-    precision: str = "auto"  # auto = fp32 (see train.autocast_dtype); bf16 = bf16 autocast
+    precision: str = "auto"  # auto = fp32 (see devices.autocast_dtype); bf16 = bf16 autocast
 
     def __post_init__(self) -> None:
         validate(self)

@@ -1,17 +1,18 @@
 """Batches: the train/validation split and the two batch streams (reading corpora is corpus.py's).
 
-Token arrays are NumPy (in memory or memory-mapped); a batch is built by fancy indexing, so a stream
-never copies more of the corpus than one batch. This module knows nothing about the model.
+Token arrays are NumPy arrays or corpus.TokenFile (read from disk on demand); a batch is built by fancy
+indexing, so a stream never reads more of the corpus than one batch. This module knows nothing about the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, Damaged
 
 
 def split(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -92,15 +93,25 @@ class SequentialBatches:
         return {"epoch": self.epoch, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self._start_epoch(int(state["epoch"]))
-        self.pos = int(state["pos"])
+        self.check_state(state)
+        self._start_epoch(state["epoch"])
+        self.pos = state["pos"]
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise Damaged unless ``state`` is a position this stream can continue from."""
+        epoch, pos = state.get("epoch"), state.get("pos")
+        if not isinstance(epoch, int) or not isinstance(pos, int) or not 0 <= epoch < 2**62:
+            raise Damaged("the batch stream position is not a pair of whole numbers")
+        room = min(self.seq_len, self.stream_len - self.seq_len + 1)
+        offset = int(np.random.default_rng([self.seed, epoch]).integers(room)) if epoch else 0
+        if not 0 <= pos < (self.stream_len - offset) // self.seq_len:
+            raise Damaged(f"the batch stream position {pos} is outside the epoch")
 
 
 class RandomBatches:
     """Independent windows at random offsets; every batch starts from a zero state."""
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, rank: int = 0) -> None:
         if len(tokens) - 1 < seq_len:
             raise CharRNNError(
                 f"the training split ({len(tokens)} characters) is shorter than seq_len {seq_len}: "
@@ -123,11 +134,18 @@ class RandomBatches:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.check_state(state)
         self.generator.set_state(state["generator"])
+
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise Damaged unless ``state`` holds a generator state like this stream's own."""
+        saved, mine = state.get("generator"), self.generator.get_state()
+        if not isinstance(saved, torch.Tensor) or saved.dtype != mine.dtype or saved.shape != mine.shape:
+            raise Damaged("the batch stream's random generator state is damaged")
 
 
 def make_batches(tokens: np.ndarray, batching: str, batch_size: int, seq_len: int, seed: int,
                  rank: int = 0, world_size: int = 1) -> SequentialBatches | RandomBatches:
     if batching == "sequential":
         return SequentialBatches(tokens, batch_size, seq_len, seed, rank, world_size)
-    return RandomBatches(tokens, batch_size, seq_len, seed, rank, world_size)
+    return RandomBatches(tokens, batch_size, seq_len, seed, rank)

@@ -1,5 +1,5 @@
-"""Data-parallel training across processes launched by ``torchrun``: the process group, which device
-and how many CPU threads a worker uses, and the few collectives the training loop needs.
+"""Data-parallel training across processes launched by ``torchrun``: the process group and the few
+collectives the training loop needs (a worker's device and threads: devices.py).
 
 Without torchrun (no WORLD_SIZE in the environment) the world has one process and every helper here is
 a no-op, so single-process training runs the same code path.
@@ -55,20 +55,6 @@ def start(world: World) -> None:
         td.init_process_group("cpu:gloo,cuda:nccl")
     else:
         td.init_process_group("gloo")
-
-
-def device(world: World, device: torch.device) -> torch.device:
-    """This worker's device: its own GPU, or its share of the CPU cores."""
-    if not world.enabled:
-        return device
-    if device.type == "cuda":
-        return torch.device("cuda", world.local_rank)
-    if device.type != "cpu":
-        raise CharRNNError(f"distributed training runs on CUDA or CPU, not {device.type}")
-    # torchrun sets one thread per worker; share this machine's cores among the local workers instead
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // world.local_world_size))
-    return device
 
 
 def stop(world: World) -> None:

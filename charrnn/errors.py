@@ -10,3 +10,7 @@ class CharRNNError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Damaged(CharRNNError):
+    """A file whose content does not fit what charrnn wrote (damaged, hand-edited, or another version's)."""

@@ -79,7 +79,7 @@ def _window(lo: np.ndarray, hi: np.ndarray, starts: np.ndarray, t0: int, t1: int
 @torch.no_grad()
 def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device, world: World = SOLO) -> Score:
     """Mean loss over every character of ``tokens`` after the first, in nats. Memory stays bounded by
-    one chunk of columns, so a memory-mapped validation split of any size can be scored.
+    one chunk of columns, so a validation split of any size (read from disk on demand) can be scored.
     Data-parallel workers each take every world_size-th stream and sum their losses."""
     n = len(tokens)
     if n < 2:

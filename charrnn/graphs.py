@@ -10,11 +10,12 @@ See https://pytorch.org/docs/stable/notes/cuda.html#cuda-graphs.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 
-from charrnn.model import State
+from charrnn.model import CharRNN, State
 
 Out = tuple[torch.Tensor, torch.Tensor, State]  # loss, gradient norm, new state
 # (x, y, state) -> Out; it must set the gradients to None before backward
@@ -45,6 +46,10 @@ class GraphedStep:
     def _static_state(self) -> State:
         return self.state if self.tuple else self.state[0]
 
+    def fits(self, x: torch.Tensor) -> bool:
+        """Whether a batch shaped like ``x`` can be replayed (another shape runs eagerly)."""
+        return x.shape == self.x.shape
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor, state: State | None) -> Out:
         """Replay on new inputs; ``state`` None starts from zeros. The outputs are overwritten by the next
         replay: use them (or copy them) before calling again."""
@@ -60,3 +65,16 @@ class GraphedStep:
         for p, g in zip(self.params, self.grads, strict=True):  # an eager step in between may have replaced them
             p.grad = g
         return self.out
+
+
+def capture(compute: Compute, model: CharRNN, x: torch.Tensor, y: torch.Tensor) -> GraphedStep | None:
+    """``compute`` captured for batches shaped like ``x``, or None (with a warning) if capturing fails:
+    training then goes on eagerly."""
+    cfg = model.config
+    zeros = torch.zeros(cfg.num_layers, x.shape[0], cfg.hidden_size, device=x.device)
+    state = (zeros, zeros.clone()) if cfg.cell == "lstm" else zeros
+    try:
+        return GraphedStep(compute, list(model.parameters()), x, y, state)
+    except RuntimeError as e:
+        warnings.warn(f"training without CUDA graphs: capturing the step failed ({e})", stacklevel=2)
+        return None

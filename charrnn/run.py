@@ -1,41 +1,238 @@
-"""A run directory: its name, the resolved config, the metrics log, and its checkpoints' metadata.
+"""A training run: setting it up (new, warm-started or resumed), its directory, and everything it writes.
 
     RUN/config.toml      every setting of the run (usable again with --config)
     RUN/metrics.jsonl    one JSON object per training window or evaluation
     RUN/checkpoints/     see checkpoint.py
+    RUN/.lock            held (flock) by the process training in RUN, so that no two processes share a run
+
+``prepare`` turns what the user asked for into a ``Setup``; ``build_trainer`` makes its Trainer (splits,
+device, the writer that saves checkpoints on every worker's behalf, the restored resume state); ``fit``
+trains it with signals turned into a saved checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import shutil
+import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from charrnn import checkpoint, config
+import numpy as np
+import torch
+
+from charrnn import checkpoint, config, devices, dist
 from charrnn.config import TrainConfig, to_toml
 from charrnn.corpus import Corpus, Progress, load_corpus, scan, vocab_of
-from charrnn.errors import CharRNNError
+from charrnn.data import split
+from charrnn.dist import SOLO, World
+from charrnn.errors import CharRNNError, Damaged
 from charrnn.evaluate import Score
 from charrnn.model import CharRNN, widen_vocab
-from charrnn.train import Event, Trainer, set_seed
+from charrnn.schema import CheckpointMeta, CorpusInfo, ResumeState, Scores
+from charrnn.train import Event, Summary, Trainer, set_seed
 from charrnn.vocab import Vocab, describe_chars
 
 RUNS_ROOT = Path("runs")
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"
+LARGE_VOCAB = 10_000
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
 
 
-def new_run_dir(corpus_path: Path, root: Path = RUNS_ROOT) -> Path:
-    """A fresh, unused directory name under ``root``: CORPUS-STEM-YYYYMMDD-HHMMSS[-N]."""
-    base = f"{corpus_path.stem or 'corpus'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = root / base, 1
-    while path.exists():
-        n += 1
-        path = root / f"{base}-{n}"
-    return path
+@dataclass
+class Setup:
+    """Everything a training run starts from: new, warm-started or resumed."""
+
+    run_dir: Path
+    cfg: TrainConfig
+    corpus: Corpus
+    model: CharRNN
+    resume: ResumeState | None = None  # set when resuming
+    warnings: list[str] = field(default_factory=list)
+    numbered: bool = False  # run_dir is a default name: if another run takes it first, use the next -N
+
+
+def prepare(corpus: Path | None, *, config_file: Path | None = None, flags: dict[str, Any] | None = None,
+            out: Path | None = None, resume: bool = False, init_from: Path | None = None, grow_vocab: bool = False,
+            encoding: str = "utf-8", errors: str = "strict", progress: Progress | None = None) -> Setup:
+    """Check what the user asked for and load what the run starts from; nothing is written yet."""
+    flags = flags or {}
+    if resume:
+        if init_from is not None or out is not None:
+            raise CharRNNError("--resume continues a run in place: it takes neither --init-from nor --out")
+        return _resume(corpus, config_file, flags, progress)
+    if corpus is None:
+        raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
+    if init_from is not None:
+        return _warm_start(corpus, config_file, flags, out, init_from, grow_vocab, encoding, errors, progress)
+    cfg = config.resolve(config_file, flags)
+    text = load_corpus(corpus, encoding, errors, progress=progress)
+    warnings = []
+    if len(text.vocab) > LARGE_VOCAB:
+        warnings.append(f"{corpus} has {len(text.vocab):,} distinct characters; the output layer will be large "
+                        "(is this really text in one encoding?)")
+    set_seed(cfg.seed)
+    model = CharRNN(cfg.model_config(len(text.vocab)))
+    run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(corpus)
+    return Setup(run_dir, cfg, text, model, warnings=warnings, numbered=out is None)
+
+
+def _default_name(corpus_path: Path) -> str:
+    return f"{corpus_path.stem or 'corpus'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_new_run_dir(run_dir: Path) -> Path:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CharRNNError(f"--out {run_dir} is a file: give a directory")
+    if checkpoint.list_checkpoints(run_dir) or (run_dir / METRICS).exists():
+        raise CharRNNError(f"{run_dir} already holds a run: choose another --out")
+    return run_dir
+
+
+def _warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, Any], out: Path | None,
+                init_from: Path, grow_vocab: bool, encoding: str, errors: str, progress: Progress | None) -> Setup:
+    """A new run (fresh optimizer and step count) whose model starts from another run's weights."""
+    ckpt = checkpoint.find(init_from, RUNS_ROOT)
+    old = ckpt.model_config
+    cfg = config.resolve(config_file, flags, base={k: getattr(old, k) for k in config.MODEL_SETTINGS})
+    for key in config.MODEL_SETTINGS:
+        if getattr(cfg, key) != getattr(old, key):
+            raise CharRNNError(f"{key} is {getattr(cfg, key)!r} but --init-from {init_from} has "
+                               f"{getattr(old, key)!r}: a warm start keeps the model's shape")
+    vocab = ckpt.vocab
+    unknown = [c for c in vocab_of(scan(corpus_path, encoding, errors, progress)[0]).chars if c not in vocab]
+    if unknown and not grow_vocab:
+        raise CharRNNError(f"{corpus_path} has {len(unknown)} character(s) that {init_from} has never seen: "
+                           f"{describe_chars(unknown)}; pass --grow-vocab to add them to the model")
+    set_seed(cfg.seed)
+    weights = ckpt.load_model().state_dict()
+    warnings = list(ckpt.skipped)
+    if unknown:
+        vocab = Vocab(vocab.chars + sorted(unknown))
+        weights = widen_vocab(weights, len(vocab))
+        warnings.append(f"added {len(unknown)} new character(s) to the vocabulary: {describe_chars(unknown)}")
+    model = CharRNN(cfg.model_config(len(vocab)))
+    model.load_state_dict(weights)
+    text = load_corpus(corpus_path, encoding, errors, vocab, progress)
+    run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(corpus_path)
+    return Setup(run_dir, cfg, text, model, warnings=warnings, numbered=out is None)
+
+
+def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any],
+            progress: Progress | None) -> Setup:
+    """Continue a run from its newest good checkpoint, exactly where it stopped."""
+    if run_dir is not None and run_dir.is_file():
+        raise CharRNNError(f"{run_dir} is a file: --resume takes a run directory (or nothing for the latest run)")
+    run_dir = run_dir if run_dir is not None else checkpoint.latest_run(RUNS_ROOT)
+    if not run_dir.is_dir():
+        raise CharRNNError(f"there is no run {run_dir} to resume")
+    ckpt = checkpoint.latest_of(run_dir)
+    cfg = config.resolve_resume(ckpt.meta.config, config_file, flags)
+    state = ckpt.resume_state()
+    done = state.trainer
+    if done.step >= cfg.steps or (cfg.max_time is not None and done.elapsed >= cfg.max_time):
+        raise CharRNNError(f"{run_dir} already finished (step {done.step}, {done.elapsed:.0f}s): "
+                           "pass a larger --steps or --max-time to train further")
+    text = training_corpus(ckpt, progress)
+    if text is None:
+        raise CharRNNError(f"the corpus {ckpt.meta.corpus.path} has changed since this run started; it cannot "
+                           "be resumed exactly: start a new run (use --init-from to keep the weights)")
+    set_seed(cfg.seed)
+    return Setup(run_dir, cfg, text, ckpt.load_model(), state, warnings=list(ckpt.skipped))
+
+
+def training_corpus(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> Corpus | None:
+    """The corpus a checkpoint was trained on, encoded with its vocabulary; None if it is unreadable or
+    no longer the same file (its SHA-256 differs)."""
+    source = ckpt.meta.corpus
+    try:
+        corpus = load_corpus(Path(source.path), source.encoding, source.errors, ckpt.vocab, progress)
+    except CharRNNError:
+        return None
+    return corpus if corpus.sha256 == source.sha256 else None
+
+
+def validation_split(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> tuple[Any, str]:
+    """Re-create the validation split a checkpoint was scored on, refusing a changed corpus: (tokens, name)."""
+    path = Path(ckpt.meta.corpus.path)
+    if not path.is_file():
+        raise CharRNNError(f"the run's corpus {path} is gone: pass the text to score, `charrnn eval FILE`")
+    corpus = training_corpus(ckpt, progress)
+    if corpus is None:
+        raise CharRNNError(f"the run's corpus {path} has changed since training: pass the text to score")
+    _, val = split(corpus.tokens, ckpt.meta.config.val_fraction)
+    return val, f"{path} (validation split)"
+
+
+def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event], None] | None = None) -> Trainer:
+    """The trainer for a prepared run: its splits and device, a writer that logs ``on_event``'s events and saves
+    checkpoints (rank 0 alone writes), and, when resuming, the restored state. Rank 0 claims the run directory."""
+    cfg = setup.cfg
+    train_tokens, val_tokens = split(setup.corpus.tokens, cfg.val_fraction)
+    device = devices.for_worker(cfg.device, world)
+    trainer = Trainer(setup.model, cfg, train_tokens, val_tokens, device, world=world)
+    if setup.resume is not None:
+        warning = _restore(trainer, setup.resume, setup.run_dir, world)
+        setup.warnings += [warning] if warning else []
+    if world.is_main:
+        setup.run_dir = _claim(setup.run_dir, setup.numbered)
+        if setup.resume is not None:
+            _rewind_metrics(setup.run_dir, trainer.step)
+    setup.run_dir = dist.broadcast(world, setup.run_dir)
+    writer = RunWriter(setup.run_dir, cfg, setup.corpus, world)
+    trainer.save = writer.save
+    trainer.callback = writer.log if on_event is None else lambda e: (writer.log(e), on_event(e))
+    return trainer
+
+
+def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) -> str | None:
+    """Load this worker's part of a resume state; returns a warning if the run cannot continue exactly."""
+    own = state.workers[world.rank % len(state.workers)]
+    try:
+        trainer.restore(state.trainer, own)
+    except Damaged as e:
+        raise CharRNNError(f"the newest checkpoint of {run_dir} has a damaged training state ({e}); move it "
+                           "aside to resume from the one before, or start a new run with --init-from") from None
+    if len(state.workers) != world.world_size:
+        return (f"the run was saved by {len(state.workers)} worker(s) and resumes on {world.world_size}: it goes "
+                "on from the same weights, optimizer and step, but not exactly as it would have")
+    return None
+
+
+_held_locks: list[int] = []  # file descriptors of run-directory locks, held until the process exits
+
+
+def _claim(run_dir: Path, numbered: bool) -> Path:
+    """Make ``run_dir`` this process's own: create it (with the next free -N suffix if ``numbered`` and the
+    name is taken) and hold its lock, so that two runs started in the same second never share a directory."""
+    base, n = run_dir, 1
+    while True:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=not numbered)
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{base.name}-{n}")
+            continue
+        except OSError as e:
+            raise CharRNNError(f"cannot create the run directory {run_dir}: {e.strerror}") from None
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CharRNNError(f"another charrnn process is training in {run_dir}: wait for it to finish, "
+                               "or choose another --out") from None
+        _held_locks.append(fd)
+        return run_dir
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -48,7 +245,7 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def rewind_metrics(run_dir: Path, step: int) -> None:
+def _rewind_metrics(run_dir: Path, step: int) -> None:
     """Drop the metrics logged after ``step`` (and a line cut short by a crash): a resumed run logs
     them again, so the file ends with neither duplicate nor missing lines."""
     path = run_dir / METRICS
@@ -64,145 +261,110 @@ def rewind_metrics(run_dir: Path, step: int) -> None:
     write_atomic(path, "".join(kept))
 
 
-class RunWriter:
-    """Writes a run's files. Nothing is created until the first event, so a run that fails during
-    set-up leaves no empty directory behind."""
+def weights_checksum(model: torch.nn.Module) -> str:
+    """A hash of every weight's bytes, to check that workers' copies of the model are bit-identical."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, corpus: Corpus) -> None:
+
+class RunWriter:
+    """Writes a run's files: the metrics log and, with every worker's resume state, its checkpoints.
+    Every worker has one (saving is collective); only rank 0 writes."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, corpus: Corpus, world: World = SOLO) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
         self.corpus = corpus
-        self._metrics = None
+        self.world = world
 
-    def _open(self) -> None:
+    def log(self, event: Event) -> None:
+        if not self.world.is_main:
+            return
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.run_dir / CONFIG, to_toml(self.cfg.to_dict()))
-            self._metrics = (self.run_dir / METRICS).open("a", encoding="utf-8")
+            if not (self.run_dir / CONFIG).exists():
+                write_atomic(self.run_dir / CONFIG, to_toml(self.cfg.to_dict()))
+            with (self.run_dir / METRICS).open("a", encoding="utf-8") as f:
+                f.write(json.dumps(event.to_dict()) + "\n")
         except OSError as e:
             raise CharRNNError(f"cannot write the run directory {self.run_dir}: {e.strerror}") from None
 
-    def on_event(self, event: Event) -> None:
-        if self._metrics is None:
-            self._open()
-        self._metrics.write(json.dumps(event.to_dict()) + "\n")
-        self._metrics.flush()
+    def meta(self, trainer: Trainer, score: Score | None) -> CheckpointMeta:
+        c = self.corpus
+        best = trainer.best_loss if np.isfinite(trainer.best_loss) else None
+        return CheckpointMeta(
+            step=trainer.step, vocab=c.vocab.chars, model=trainer.model.config, config=self.cfg,
+            corpus=CorpusInfo(str(c.path.resolve()), c.sha256, int(len(c.tokens)), c.encoding, c.errors),
+            metrics=Scores(score.loss if score else None, score.chars if score else None, best, trainer.best_step),
+            elapsed=trainer.elapsed)
 
-    def meta(self, trainer: Trainer, score: Score | None) -> dict[str, Any]:
-        return {
-            "config": self.cfg.to_dict(),
-            "corpus": {"path": str(self.corpus.path.resolve()), "sha256": self.corpus.sha256,
-                       "chars": int(len(self.corpus.tokens)), "encoding": self.corpus.encoding,
-                       "errors": self.corpus.errors},
-            "metrics": {"val_loss": score.loss if score else None, "val_chars": score.chars if score else None,
-                        "best_val_loss": trainer.best_loss, "best_step": trainer.best_step},
-            "elapsed": trainer.elapsed,
-        }
-
-    def save(self, trainer: Trainer, score: Score | None, resume_state: dict[str, Any]) -> None:
-        if self._metrics is None:
-            self._open()
-        checkpoint.save(self.run_dir, trainer.step, trainer.model, self.corpus.vocab, self.meta(trainer, score),
-                        resume_state)
-        checkpoint.prune(self.run_dir, self.cfg.keep)
-
-    def close(self) -> None:
-        if self._metrics is not None:
-            self._metrics.close()
+    def save(self, trainer: Trainer, score: Score | None) -> None:
+        """Save a checkpoint with every worker's resume state; all workers take part, rank 0 writes."""
+        if not all(torch.isfinite(p).all() for p in trainer.model.parameters()):
+            raise CharRNNError(f"the weights are no longer finite at step {trainer.step}; nothing was saved: "
+                               "lower --lr or --clip and resume from the last checkpoint", exit_code=4)
+        shared, own = trainer.state()
+        workers = dist.gather(self.world, own)
+        if self.world.enabled:
+            sums = dist.gather(self.world, weights_checksum(trainer.model))
+            if self.world.is_main and len(set(sums)) != 1:
+                raise CharRNNError(f"the workers' weights differ at step {trainer.step}: this is a bug, please "
+                                   "report it", exit_code=1)
+        if self.world.is_main:
+            checkpoint.save(self.run_dir, trainer.model, self.meta(trainer, score), ResumeState(shared, workers))
+            checkpoint.prune(self.run_dir, self.cfg.keep)
+        dist.barrier(self.world)  # nobody exits (or is killed by torchrun) while rank 0 is still writing
 
 
-def start(corpus: Corpus, cfg: TrainConfig, out: Path | None) -> Path:
-    """Choose and check the run directory for a new run on ``corpus`` (nothing is written yet)."""
-    run_dir = out if out is not None else new_run_dir(corpus.path)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CharRNNError(f"--out {run_dir} is a file: give a directory")
-    if checkpoint.list_checkpoints(run_dir) or (run_dir / METRICS).exists():
-        raise CharRNNError(f"{run_dir} already holds a run: choose another --out")
-    return run_dir
-
-
-@dataclass
-class Setup:
-    """Everything a training run starts from: new, warm-started or resumed."""
-
-    run_dir: Path
-    cfg: TrainConfig
-    corpus: Corpus
-    model: CharRNN
-    trainer_state: dict[str, Any] | None = None  # set when resuming
-
-
-LARGE_VOCAB = 10_000
-
-
-def new_run(corpus_path: Path, cfg: TrainConfig, out: Path | None, encoding: str, errors: str,
-            warn: list[str], progress: Progress | None = None) -> Setup:
-    corpus = load_corpus(corpus_path, encoding, errors, progress=progress)
-    if len(corpus.vocab) > LARGE_VOCAB:
-        warn.append(f"{corpus_path} has {len(corpus.vocab):,} distinct characters; the output layer will be "
-                    "large (is this really text in one encoding?)")
-    set_seed(cfg.seed)
-    return Setup(start(corpus, cfg, out), cfg, corpus, CharRNN(cfg.model_config(len(corpus.vocab))))
-
-
-def warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, Any], out: Path | None,
-               init_from: Path, grow_vocab: bool, encoding: str, errors: str, warn: list[str],
-               progress: Progress | None = None) -> Setup:
-    """A new run (fresh optimizer and step count) whose model starts from another run's weights."""
-    ckpt = checkpoint.resolve(init_from, RUNS_ROOT, warn)
-    old = ckpt.model_config
-    cfg = config.resolve(config_file, flags, base={k: getattr(old, k) for k in config.MODEL_SETTINGS})
-    for key in config.MODEL_SETTINGS:
-        if getattr(cfg, key) != getattr(old, key):
-            raise CharRNNError(f"{key} is {getattr(cfg, key)!r} but --init-from {init_from} has "
-                               f"{getattr(old, key)!r}: a warm start keeps the model's shape")
-    vocab = ckpt.vocab
-    unknown = [c for c in vocab_of(scan(corpus_path, encoding, errors, progress)[0]).chars if c not in vocab]
-    if unknown and not grow_vocab:
-        raise CharRNNError(f"{corpus_path} has {len(unknown)} character(s) that {init_from} has never seen: "
-                           f"{describe_chars(unknown)}; pass --grow-vocab to add them to the model")
-    set_seed(cfg.seed)
-    weights = ckpt.load_model().state_dict()
-    if unknown:
-        vocab = Vocab(vocab.chars + sorted(unknown))
-        weights = widen_vocab(weights, len(vocab))
-        warn.append(f"added {len(unknown)} new character(s) to the vocabulary: {describe_chars(unknown)}")
-    model = CharRNN(cfg.model_config(len(vocab)))
-    model.load_state_dict(weights)
-    corpus = load_corpus(corpus_path, encoding, errors, vocab, progress)
-    return Setup(start(corpus, cfg, out), cfg, corpus, model)
-
-
-def training_corpus(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> Corpus | None:
-    """The corpus a checkpoint was trained on, encoded with its vocabulary; None if it is unreadable or
-    no longer the same file (its SHA-256 differs)."""
-    source = ckpt.meta.get("corpus", {})
+def fit(trainer: Trainer, setup: Setup, on_signal: Callable[[int], None] | None = None) -> Summary:
+    """Train to the end. The first SIGINT, SIGTERM or SIGHUP finishes the step and saves (``on_signal`` is told);
+    a second one stops at once. A run that fails before writing anything leaves no directory behind."""
     try:
-        corpus = load_corpus(Path(source.get("path", "")), source.get("encoding", "utf-8"),
-                             source.get("errors", "strict"), ckpt.vocab, progress)
-    except CharRNNError:
-        return None
-    return corpus if corpus.sha256 == source.get("sha256") else None
+        with _stop_on_signals(trainer, on_signal or (lambda signum: None)):
+            return trainer.fit()
+    except BaseException:
+        _remove_if_empty(setup.run_dir)
+        raise
 
 
-def resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any], warn: list[str],
-           progress: Progress | None = None) -> Setup:
-    """Continue a run from its newest good checkpoint, exactly where it stopped."""
-    if run_dir is not None and run_dir.is_file():
-        raise CharRNNError(f"{run_dir} is a file: --resume takes a run directory (or nothing for the latest run)")
-    run_dir = run_dir if run_dir is not None else checkpoint.latest_run(RUNS_ROOT)
-    if not run_dir.is_dir():
-        raise CharRNNError(f"there is no run {run_dir} to resume")
-    ckpt = checkpoint.latest_of(run_dir, warn)
-    cfg = config.resolve_resume(TrainConfig(**ckpt.meta["config"]), config_file, flags)
-    state = ckpt.trainer_state()
-    done = state["ranks"][0]
-    if done["step"] >= cfg.steps or (cfg.max_time is not None and done["elapsed"] >= cfg.max_time):
-        raise CharRNNError(f"{run_dir} already finished (step {done['step']}, {done['elapsed']:.0f}s): "
-                           "pass a larger --steps or --max-time to train further")
-    corpus = training_corpus(ckpt, progress)
-    if corpus is None:
-        raise CharRNNError(f"the corpus {ckpt.meta['corpus']['path']} has changed since this run started; it cannot "
-                           "be resumed exactly: start a new run (use --init-from to keep the weights)")
-    set_seed(cfg.seed)
-    return Setup(run_dir, cfg, corpus, ckpt.load_model(), state)
+class Interrupted(Exception):
+    """A second stop signal: leave at once (exit code 128 + signal)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer, on_signal: Callable[[int], None]) -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        if trainer.received_signal is not None:
+            raise Interrupted(signum)
+        trainer.received_signal = signum
+        on_signal(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing of value (no checkpoint, no metrics)."""
+    if run_dir.is_dir() and not checkpoint.list_checkpoints(run_dir) and not (run_dir / METRICS).exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def describe(setup: Setup, trainer: Trainer) -> str:
+    """One line saying what is being trained, where, and how."""
+    cfg, text, world = setup.cfg, setup.corpus, trainer.world
+    scale = f"batch {cfg.batch_size}"
+    if world.enabled:
+        scale = f"{world.world_size} workers x {scale} = global batch {world.world_size * cfg.batch_size}"
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return (f"corpus {text.path}: {len(text.tokens):,} characters, {len(text.vocab)} distinct; model {cfg.cell} "
+            f"{cfg.num_layers}x{cfg.hidden_size}, {params:,} parameters on {trainer.device}; "
+            f"{scale}, lr {cfg.lr:g}; run {setup.run_dir}")

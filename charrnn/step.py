@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from charrnn.devices import FUSED_CELLS
 from charrnn.model import CharRNN, State
 
 
@@ -19,7 +20,7 @@ class ForwardStepper:
     """The general step: the model's own forward pass on one character (used for the min* cells,
     whose one-step forward already is the O(1) recurrence)."""
 
-    def __init__(self, model: CharRNN, state: State, num_streams: int) -> None:
+    def __init__(self, model: CharRNN, state: State) -> None:
         self.model, self.state = model, state
 
     @torch.inference_mode()
@@ -34,9 +35,9 @@ CELL_STEP_MAX_STREAMS = 16  # beyond this, oneDNN's one-step layer beats separat
 def stepper(model: CharRNN, state: State, num_streams: int) -> Stepper | ForwardStepper:
     """The fastest exact one-character step for this model and batch (measured: bench/sampling.py)."""
     cpu = model.head.weight.device.type == "cpu"
-    if model.config.cell in ("rnn", "gru", "lstm") and cpu and num_streams < CELL_STEP_MAX_STREAMS:
-        return Stepper(model, state, num_streams)
-    return ForwardStepper(model, state, num_streams)
+    if model.config.cell in FUSED_CELLS and cpu and num_streams < CELL_STEP_MAX_STREAMS:
+        return Stepper(model, state)
+    return ForwardStepper(model, state)
 
 
 class Stepper:
@@ -44,7 +45,7 @@ class Stepper:
     with one fused ATen cell call per layer (torch.lstm_cell / gru_cell / rnn_tanh_cell) on weights
     gathered once, instead of a full recurrent-layer call per character."""
 
-    def __init__(self, model: CharRNN, state: State, num_streams: int) -> None:
+    def __init__(self, model: CharRNN, state: State) -> None:
         rnn, L = model.rnn, model.config.num_layers
         self.cell = {"rnn": torch.rnn_tanh_cell, "gru": torch.gru_cell, "lstm": torch.lstm_cell}[model.config.cell]
         self.lstm = model.config.cell == "lstm"

@@ -5,17 +5,18 @@ import pytest
 import torch
 
 from charrnn import checkpoint
-from charrnn.config import ModelConfig
+from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.vocab import Vocab
+from charrnn.schema import CheckpointMeta, CorpusInfo, Scores
 
 
 def make(tmp_path: Path, step: int, val_loss: float | None, seed: int = 0) -> tuple[CharRNN, Path]:
     torch.manual_seed(seed)
     model = CharRNN(ModelConfig(vocab_size=4, hidden_size=8, embedding_size=3))
-    path = checkpoint.save(tmp_path, step, model, Vocab(list("abcé")), {"metrics": {"val_loss": val_loss}})
-    return model, path
+    meta = CheckpointMeta(step=step, vocab=list("abcé"), model=model.config, config=TrainConfig(),
+                          corpus=CorpusInfo("c.txt", "0" * 64, 100), metrics=Scores(val_loss=val_loss), elapsed=1.0)
+    return model, checkpoint.save(tmp_path, model, meta)
 
 
 def test_save_then_load_gives_identical_logits(tmp_path: Path):
@@ -35,9 +36,8 @@ def test_corruption_is_detected_and_skipped(tmp_path: Path):
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(CharRNNError, match="corrupt or incomplete"):
         checkpoint.verify(newer)
-    warn: list[str] = []
-    assert checkpoint.resolve(tmp_path, tmp_path / "runs", warn).step == 10
-    assert len(warn) == 1
+    found = checkpoint.find(tmp_path, tmp_path / "runs")
+    assert found.step == 10 and len(found.skipped) == 1 and "does not match its manifest" in found.skipped[0]
 
 
 def test_foreign_and_future_checkpoints(tmp_path: Path):
@@ -51,27 +51,27 @@ def test_foreign_and_future_checkpoints(tmp_path: Path):
         checkpoint.verify(path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CharRNNError, match="neither a charrnn run"):
-        checkpoint.resolve(tmp_path / "empty", tmp_path, [])
+        checkpoint.find(tmp_path / "empty", tmp_path)
 
 
 def test_best_latest_and_prune(tmp_path: Path):
     for step, loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5)]:
         make(tmp_path, step, loss)
-    assert checkpoint.best_of(tmp_path, []).step == 20
-    assert checkpoint.latest_of(tmp_path, []).step == 40
+    assert checkpoint.best_of(tmp_path).step == 20
+    assert checkpoint.latest_of(tmp_path).step == 40
     checkpoint.prune(tmp_path, keep=1)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-00000020", "step-00000040"]
 
 
-def test_resolve_accepts_run_checkpoint_and_file(tmp_path: Path):
+def test_find_accepts_run_checkpoint_and_file(tmp_path: Path):
     _, path = make(tmp_path, 5, 1.0)
     for p in (tmp_path, tmp_path / "checkpoints", path, path / "model.safetensors"):
-        assert checkpoint.resolve(p, tmp_path, []).path == path
+        assert checkpoint.find(p, tmp_path).path == path
     with pytest.raises(CharRNNError, match="no trained model found"):
-        checkpoint.resolve(None, tmp_path / "runs", [])
+        checkpoint.find(None, tmp_path / "runs")
 
 
-def test_trainer_state_refuses_code(tmp_path: Path):
+def test_resume_state_refuses_code(tmp_path: Path):
     _, path = make(tmp_path, 5, 1.0)
 
     class Evil:
@@ -80,5 +80,5 @@ def test_trainer_state_refuses_code(tmp_path: Path):
 
     torch.save({"x": Evil()}, path / "trainer.pt")
     with pytest.raises(CharRNNError, match="refusing to load"):
-        checkpoint.Checkpoint(path, {}).trainer_state()
+        checkpoint.verify(path).resume_state()
     assert not (tmp_path / "pwned").exists()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from charrnn import __version__
 from charrnn.cli import app
-from tests.conftest import TINY_FLAGS
+from tests.helpers import TINY_FLAGS
 
 runner = CliRunner()
 

@@ -15,28 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from charrnn import checkpoint
-from tests.test_resume import STOP_AT_SCRIPT
+from tests.helpers import charrnn, env
 
-ROOT = Path(__file__).parent.parent
 FLAGS = ["--hidden-size", "24", "--embedding-size", "8", "--seq-len", "16", "--log-every", "5", "--eval-every", "10",
          "--warmup-steps", "5", "--device", "cpu"]
-
-
-def run(args: list[str], cwd: Path, workers: int = 1, stop_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if stop_at is not None:
-        script = cwd / "stop_at.py"
-        script.write_text(STOP_AT_SCRIPT)
-        target = [str(script), str(stop_at)]
-    else:
-        target = ["-m", "charrnn"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}"] \
-        if workers > 1 else [sys.executable]
-    result = subprocess.run([*launcher, *target, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=300)
-    if result.returncode not in (0, 130) and "ChildFailedError" not in result.stderr:
-        raise AssertionError(result.stderr[-3000:])
-    return result
+pytestmark = pytest.mark.slow  # torchrun launches
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -48,9 +31,9 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_workers_match_one_process_with_the_same_global_batch(corpus: Path, tmp_path: Path):
-    one = run(["train", corpus, "--steps", 20, "--batch-size", 4, *FLAGS, "--out", "one"], tmp_path)
-    two = run(["train", corpus, "--steps", 20, "--batch-size", 2, *FLAGS, "--out", "two"], tmp_path, workers=2)
-    assert one.returncode == two.returncode == 0, two.stderr[-2000:]
+    one = charrnn("train", corpus, "--steps", 20, "--batch-size", 4, *FLAGS, "--out", "one", cwd=tmp_path)
+    two = charrnn("train", corpus, "--steps", 20, "--batch-size", 2, *FLAGS, "--out", "two", cwd=tmp_path, workers=2)
+    assert one.returncode == two.returncode == 0, two.stderr
     assert "2 workers x batch 2 = global batch 4" in two.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "one", "two"]  # rank 1 wrote nothing
     a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
@@ -65,26 +48,28 @@ def test_two_workers_match_one_process_with_the_same_global_batch(corpus: Path, 
 
 def test_distributed_resume_reproduces_an_uninterrupted_run(corpus: Path, tmp_path: Path):
     args = ["train", corpus, "--steps", 30, "--batch-size", 2, "--dropout", "0.1", *FLAGS]
-    run([*args, "--out", "whole"], tmp_path, workers=2)
-    stopped = run([*args, "--out", "halves"], tmp_path, workers=2, stop_at=17)
-    assert checkpoint.latest_of(tmp_path / "halves", []).step == 17, stopped.stderr[-2000:]
-    state = checkpoint.latest_of(tmp_path / "halves", []).trainer_state()
-    assert state["world_size"] == 2 and len(state["ranks"]) == 2  # each worker's streams, state and RNGs
-    assert state["ranks"][0]["hidden"][0].shape == (2, 2, 24)
-    run(["train", "--resume", "halves"], tmp_path, workers=2)
+    charrnn(*args, "--out", "whole", cwd=tmp_path, workers=2)
+    stopped = charrnn(*args, "--out", "halves", cwd=tmp_path, workers=2, stop_at=17, check=False)
+    assert "stopped by SIGINT at step 17; checkpoint saved" in stopped.stderr, stopped.stderr
+    assert checkpoint.latest_of(tmp_path / "halves").step == 17, stopped.stderr
+    state = checkpoint.latest_of(tmp_path / "halves").resume_state()
+    assert len(state.workers) == 2  # each worker's streams, state and RNGs
+    assert state.workers[0].hidden[0].shape == (2, 2, 24)
+    assert state.workers[0].batches != state.workers[1].batches or state.workers[0].hidden[0].ne(
+        state.workers[1].hidden[0]).any()  # two different streams, not one saved twice
+    charrnn("train", "--resume", "halves", cwd=tmp_path, workers=2)
     strip = [(m["split"], m["step"], m["loss"]) for m in metrics(tmp_path / "whole")]
     assert strip == [(m["split"], m["step"], m["loss"]) for m in metrics(tmp_path / "halves")]
     wa, wb = weights(tmp_path / "whole"), weights(tmp_path / "halves")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    other = run(["train", "--resume", "halves", "--steps", 35], tmp_path, workers=1)
+    other = charrnn("train", "--resume", "halves", "--steps", 35, cwd=tmp_path)
     assert "saved by 2 worker(s) and resumes on 1" in other.stderr and other.returncode == 0
 
 
 def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_path: Path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "charrnn",
            "train", str(corpus), "--steps", "100000", "--batch-size", "2", *FLAGS, "--out", "r"]
-    launcher = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    launcher = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
     deadline = time.monotonic() + 120
     while not checkpoint.list_checkpoints(tmp_path / "r"):
@@ -95,9 +80,10 @@ def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_
     os.kill(int(workers[-1]), signal.SIGTERM)  # one worker only
     _, stderr = launcher.communicate(timeout=120)
     assert "stopped by SIGTERM at step" in stderr and "Resume with: charrnn train --resume r" in stderr
-    last = checkpoint.latest_of(tmp_path / "r", [])
-    state = last.trainer_state()
-    assert [s["step"] for s in state["ranks"]] == [last.step, last.step]  # both stopped on the same step
+    assert launcher.returncode != 0  # torchrun reports the stop as a failed worker (exit 143)
+    last = checkpoint.latest_of(tmp_path / "r")
+    state = last.resume_state()
+    assert len(state.workers) == 2 and state.trainer.step == last.step  # both workers saved, on one step
     assert last.val_loss is None or last.step % 10 == 0
-    resumed = run(["train", "--resume", "r", "--steps", last.step + 4], tmp_path, workers=2)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = charrnn("train", "--resume", "r", "--steps", last.step + 4, cwd=tmp_path, workers=2)
+    assert resumed.returncode == 0, resumed.stderr

@@ -2,13 +2,14 @@
 (run it with `python -m pytest tests/test_graphs.py` on a GPU machine; bench/gpu.sh does)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
 from charrnn.config import TrainConfig
 from charrnn.train import Trainer
-from tests.test_train import make_trainer
+from tests.helpers import make_trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def trained(corpus, cfg: TrainConfig, graphs: bool, steps: int, monkeypatch) -> tuple[Trainer, list[float]]:
     monkeypatch.setenv("CHARRNN_CUDA_GRAPHS", "1" if graphs else "0")
     trainer = make_trainer(corpus, cfg)
-    assert trainer.graphs is graphs
+    assert trainer.use_graph is graphs
     losses = [float(trainer.train_step(next(trainer.batches))[0]) for _ in range(steps)]
     return trainer, losses
 
@@ -24,7 +25,7 @@ def trained(corpus, cfg: TrainConfig, graphs: bool, steps: int, monkeypatch) -> 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("batching", ["sequential", "random"])
 def test_graph_replays_train_like_eager_steps(corpus, tiny, cell, batching, monkeypatch):
-    cfg = TrainConfig(**{**tiny.to_dict(), "cell": cell, "batching": batching, "device": "cuda"})
+    cfg = replace(tiny, cell=cell, batching=batching, device="cuda")
     eager, eager_losses = trained(corpus, cfg, False, 40, monkeypatch)
     graphed, graphed_losses = trained(corpus, cfg, True, 40, monkeypatch)
     assert graphed.graph is not None, "the step was not captured"
@@ -32,20 +33,20 @@ def test_graph_replays_train_like_eager_steps(corpus, tiny, cell, batching, monk
     for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
     if batching == "sequential":  # the carried state went through the graph's static inputs
-        for a, b in zip(eager.state, graphed.state, strict=True):
+        for a, b in zip(eager.hidden, graphed.hidden, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
 def test_eager_steps_between_replays_keep_the_gradients_right(corpus, tiny, monkeypatch):
     """A batch of another shape runs eagerly; the replays after it must still hand the optimizer their gradients."""
-    cfg = TrainConfig(**{**tiny.to_dict(), "device": "cuda", "dropout": 0.0})
+    cfg = replace(tiny, device="cuda", dropout=0.0)
     trainer, _ = trained(corpus, cfg, True, 3, monkeypatch)
     batch = next(trainer.batches)
     batch.x, batch.y = batch.x[:2], batch.y[:2]
-    trainer.state = None
+    batch.reset = True
     trainer.train_step(batch)  # eager: replaces every .grad
     before = [p.detach().clone() for p in trainer.model.parameters()]
-    trainer.state = None
+    trainer.hidden = None
     trainer.train_step(next(trainer.batches))  # replayed
     assert all(p.grad.data_ptr() == g.data_ptr() for p, g in zip(trainer.model.parameters(), trainer.graph.grads,
                                                                  strict=True))
@@ -54,7 +55,7 @@ def test_eager_steps_between_replays_keep_the_gradients_right(corpus, tiny, monk
 
 def test_graphs_train_with_dropout(corpus, tiny, monkeypatch):
     """cuDNN's dropout between layers and nn.Dropout before the head both draw random numbers inside the graph."""
-    cfg = TrainConfig(**{**tiny.to_dict(), "device": "cuda", "dropout": 0.2, "num_layers": 2})
+    cfg = replace(tiny, device="cuda", dropout=0.2, num_layers=2)
     trainer, losses = trained(corpus, cfg, True, 60, monkeypatch)
     assert trainer.graph is not None
     assert all(map(math.isfinite, losses))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -16,39 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from charrnn import checkpoint
-from tests.conftest import TINY_FLAGS
+from tests.helpers import CPU, TINY_FLAGS, TINY_SHAPE, charrnn, env
 
-ROOT = Path(__file__).parent.parent
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
-
-# Runs the real CLI, but asks the trainer to stop (as a first Ctrl-C would) once it reaches STOP_AT.
-STOP_AT_SCRIPT = """
-import signal, sys
-from charrnn import cli, train
-stop_at = int(sys.argv[1])
-step = train.Trainer.train_step
-def train_step(self, batch):
-    out = step(self, batch)
-    if self.step == stop_at:
-        self.stop_requested = signal.SIGINT
-    return out
-train.Trainer.train_step = train_step
-sys.argv = ["charrnn"] + sys.argv[2:]
-cli.main()
-"""
-
-
-def charrnn(*args: object, cwd: Path, stop_at: int | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    prefix = ["-c", STOP_AT_SCRIPT, str(stop_at)] if stop_at is not None else ["-m", "charrnn"]
-    result = subprocess.run([sys.executable, *prefix, *map(str, args)], cwd=cwd, env=env(), capture_output=True,
-                            text=True, timeout=300)
-    if check and result.returncode not in (0, 130):
-        raise AssertionError(result.stderr)
-    return result
-
+pytestmark = pytest.mark.slow  # each test runs the command line in subprocesses
 
 def losses(run_dir: Path) -> list[tuple]:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -65,13 +34,12 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     ids=["sequential", "across-epoch-boundary", "random-batches"],
 )
 def test_resume_is_bit_identical(corpus: Path, tmp_path: Path, steps: int, stop_at: int, extra: list[str]):
-    args = ["train", corpus, "--steps", steps, "--eval-every", 15, "--log-every", 4, *TINY_FLAGS[:-8], *extra,
-            "--device", "cpu"]
+    args = ["train", corpus, "--steps", steps, "--eval-every", 15, "--log-every", 4, *TINY_SHAPE, *extra, *CPU]
     charrnn(*args, "--out", "whole", cwd=tmp_path)
     stopped = charrnn(*args, "--out", "halves", cwd=tmp_path, stop_at=stop_at)
     assert stopped.returncode == 130, stopped.stderr
     assert "Resume with: charrnn train --resume halves" in stopped.stderr
-    assert checkpoint.latest_of(tmp_path / "halves", []).step == stop_at
+    assert checkpoint.latest_of(tmp_path / "halves").step == stop_at
     charrnn("train", "--resume", "halves", cwd=tmp_path)
     assert losses(tmp_path / "whole") == losses(tmp_path / "halves")
     a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "halves")
@@ -114,7 +82,7 @@ def test_signal_saves_and_tells_how_to_resume(corpus: Path, tmp_path: Path, sig:
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert "Resume with: charrnn train --resume r" in stderr and "Traceback" not in stderr
-    last = checkpoint.latest_of(tmp_path / "r", [])
+    last = checkpoint.latest_of(tmp_path / "r")
     assert f"stopped by {signal.Signals(sig).name} at step {last.step}; checkpoint saved" in stderr
     assert charrnn("train", "--resume", "r", "--steps", last.step + 3, cwd=tmp_path).returncode == 0
 
@@ -122,17 +90,17 @@ def test_signal_saves_and_tells_how_to_resume(corpus: Path, tmp_path: Path, sig:
 def test_sigkill_at_random_moments_never_leaves_an_unloadable_run(corpus: Path, tmp_path: Path):
     rng = random.Random(0)
     run_dir = tmp_path / "r"
-    args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000", *TINY_FLAGS[:-8],
-            "--eval-every", "1", "--log-every", "1", "--device", "cpu", "--out", "r"]
+    args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000", *TINY_SHAPE,
+            "--eval-every", "1", "--log-every", "1", *CPU, "--out", "r"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=env(), stderr=subprocess.DEVNULL)
     _wait_for_checkpoint(run_dir, proc)
     for kill in range(4):
         time.sleep(rng.uniform(0.0, 0.5))
         proc.kill()
         proc.wait()
-        ckpt = checkpoint.latest_of(run_dir, [])
+        ckpt = checkpoint.latest_of(run_dir)
         ckpt.load_model()
-        ckpt.trainer_state()
+        ckpt.resume_state()
         if kill < 3:
             proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--resume", "r"], cwd=tmp_path,
                                     env=env(), stderr=subprocess.DEVNULL)
@@ -150,10 +118,10 @@ def test_warm_start_and_vocabulary_growth(corpus: Path, tmp_path: Path):
     assert "has 3 character(s) that base has never seen: '!' (U+0021), 'Z' (U+005A), 'ü' (U+00FC)" in refused.stderr
     shape = charrnn("train", new, "--init-from", "base", "--hidden-size", 32, cwd=tmp_path, check=False)
     assert "Error: hidden_size is 32 but --init-from base has 24" in shape.stderr
-    grown = charrnn("train", new, "--init-from", "base", "--grow-vocab", "--steps", 5, *TINY_FLAGS[:-8],
+    grown = charrnn("train", new, "--init-from", "base", "--grow-vocab", "--steps", 5, *TINY_SHAPE,
                     "--out", "tuned", cwd=tmp_path)
     assert "added 3 new character(s)" in grown.stderr
-    old, tuned = checkpoint.latest_of(tmp_path / "base", []), checkpoint.latest_of(tmp_path / "tuned", [])
+    old, tuned = checkpoint.latest_of(tmp_path / "base"), checkpoint.latest_of(tmp_path / "tuned")
     assert tuned.vocab.chars[: len(old.vocab)] == old.vocab.chars and tuned.step == 5
     assert tuned.model_config.hidden_size == 24
     out = charrnn("generate", "--checkpoint", "tuned", "--prefix", "Zürich", "--length", "5", cwd=tmp_path)

@@ -16,7 +16,7 @@ def test_fast_step_equals_the_full_forward_pass(cell: str, layers: int):
     with torch.no_grad():
         want, _ = model(idx)
         _, state = model(idx[:, :4])
-    stepper = Stepper(model, state, num_streams=3)
+    stepper = Stepper(model, state)
     for t in range(4, 12):
         got = stepper.step(idx[:, t]).clone()
         torch.testing.assert_close(got, want[:, t], rtol=1e-5, atol=1e-5)
@@ -29,7 +29,7 @@ def test_stepper_does_not_touch_the_model_or_its_state():
     with torch.no_grad():
         _, state = model(torch.tensor([[1, 2]]))
     h = state[0].clone()
-    stepper = Stepper(model, state, 1)
+    stepper = Stepper(model, state)
     stepper.step(torch.tensor([3]))
     assert torch.equal(state[0], h)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -1,23 +1,14 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from charrnn.config import TrainConfig
 from charrnn.corpus import load_corpus
-from charrnn.data import split
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN
-from charrnn.train import Event, Trainer, lr_factor, set_seed
-
-
-def make_trainer(corpus, cfg: TrainConfig, **kwargs) -> Trainer:
-    c = load_corpus(corpus)
-    train, val = split(c.tokens, cfg.val_fraction)
-    set_seed(cfg.seed)
-    model = CharRNN(cfg.model_config(len(c.vocab)))
-    return Trainer(model, cfg, train, val, torch.device(cfg.device), **kwargs)
+from charrnn.train import Event, lr_factor
+from tests.helpers import make_trainer
 
 
 def test_schedule_warms_up_then_decays():
@@ -31,8 +22,8 @@ def test_schedule_warms_up_then_decays():
 def test_loss_falls_and_events_arrive(corpus, tiny):
     events: list[Event] = []
     saves = []
-    trainer = make_trainer(corpus, tiny.__class__(**{**tiny.to_dict(), "steps": 60}),
-                           callback=events.append, save=lambda t, s, r: saves.append((t.step, s.loss)))
+    trainer = make_trainer(corpus, replace(tiny, steps=60),
+                           callback=events.append, save=lambda t, s: saves.append((t.step, s.loss)))
     summary = trainer.fit()
     train = [e for e in events if e.split == "train"]
     val = [e for e in events if e.split == "val"]
@@ -46,7 +37,7 @@ def test_loss_falls_and_events_arrive(corpus, tiny):
 
 @pytest.mark.parametrize("batching", ["sequential", "random"])
 def test_same_seed_same_losses(corpus, tiny, batching):
-    cfg = tiny.__class__(**{**tiny.to_dict(), "batching": batching, "dropout": 0.1})
+    cfg = replace(tiny, batching=batching, dropout=0.1)
     runs = []
     for _ in range(2):
         events: list[Event] = []
@@ -57,7 +48,7 @@ def test_same_seed_same_losses(corpus, tiny, batching):
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # optimizer.step is replaced by a probe
 def test_gradients_are_clipped_by_global_norm(corpus, tiny):
-    trainer = make_trainer(corpus, tiny.__class__(**{**tiny.to_dict(), "clip": 1e-3}))
+    trainer = make_trainer(corpus, replace(tiny, clip=1e-3))
     seen = []
     params = list(trainer.model.parameters())
     trainer.optimizer.step = lambda: seen.append(torch.cat([p.grad.flatten() for p in params]).norm().item())
@@ -69,8 +60,8 @@ def test_gradients_are_clipped_by_global_norm(corpus, tiny):
 def test_sequential_state_is_carried_and_reset(corpus, tiny):
     trainer = make_trainer(corpus, tiny)
     trainer.train_step(next(trainer.batches))
-    assert trainer.state is not None and not trainer.state[0].requires_grad
-    carried = trainer.state[0].clone()
+    assert trainer.hidden is not None and not trainer.hidden[0].requires_grad
+    carried = trainer.hidden[0].clone()
     trainer.batches.pos = 0  # next batch starts a new epoch: the state must start from zero
     captured = {}
     original = trainer.model.forward
@@ -86,7 +77,7 @@ def test_sequential_state_is_carried_and_reset(corpus, tiny):
 
 
 def test_max_time_stops_and_evaluates(corpus, tiny):
-    cfg = tiny.__class__(**{**tiny.to_dict(), "steps": 10**6, "max_time": 0.5, "eval_every": 10**6})
+    cfg = replace(tiny, steps=10**6, max_time=0.5, eval_every=10**6)
     summary = make_trainer(corpus, cfg).fit()
     assert summary.stopped_by == "time"
     assert 0 < summary.steps < 10**6 and np.isfinite(summary.final.loss)
@@ -94,7 +85,7 @@ def test_max_time_stops_and_evaluates(corpus, tiny):
 
 def test_non_finite_steps_are_skipped_then_stop(corpus, tiny, monkeypatch):
     saves = []
-    trainer = make_trainer(corpus, tiny, save=lambda t, s, r: saves.append(t.step))
+    trainer = make_trainer(corpus, tiny, save=lambda t, s: saves.append(t.step))
     before = [p.detach().clone() for p in trainer.model.parameters()]
     real = torch.nn.functional.cross_entropy
     monkeypatch.setattr("charrnn.train.F.cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))

@@ -1,0 +1,84 @@
+"""What every command shares: the Typer app, turning library errors into one line and an exit code, and the
+options several commands take (declared once here)."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import torch
+import typer
+
+from charrnn import checkpoint, devices, run
+from charrnn.cli.views import say, warn
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
+
+app = typer.Typer(
+    help="Train character-level recurrent language models on your own text.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+CheckpointOption = Annotated[Path | None, typer.Option(
+    "--checkpoint", help="Run directory or checkpoint. [default: best checkpoint of the latest run]",
+    show_default=False)]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")]
+EncodingOption = Annotated[str, typer.Option(help="Text encoding of the file.")]
+ErrorsOption = Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")]
+ERRORS_POLICIES = ("strict", "replace", "ignore")
+
+
+def user_errors(fn: Command) -> Command:
+    """Turn the library's errors (and Ctrl-C, and running out of memory) into one line and an exit code;
+    show the library's warnings as ``Warning:`` lines."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = lambda message, *rest: say(f"Warning: {message}")
+                return fn(*args, **kwargs)
+        except CharRNNError as e:
+            say(f"Error: {e}")
+            raise typer.Exit(e.exit_code) from None
+        except (torch.OutOfMemoryError, MemoryError):
+            out_of_memory()
+        except RuntimeError as e:  # the CPU allocator reports running out as a plain RuntimeError
+            if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+                raise
+            out_of_memory()
+        except run.Interrupted as e:
+            say(f"{e}: stopped at once.")
+            raise typer.Exit(128 + e.signum) from None
+        except KeyboardInterrupt:
+            say("Interrupted.")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def out_of_memory() -> None:
+    say("Error: out of memory: the model or batch does not fit; lower --batch-size, --seq-len or --hidden-size")
+    raise typer.Exit(3) from None
+
+
+def check_errors_policy(errors: str) -> None:
+    if errors not in ERRORS_POLICIES:
+        raise CharRNNError(f"--errors must be strict, replace or ignore, not {errors!r}")
+
+
+def load(path: Path | None, device: str) -> tuple[checkpoint.Checkpoint, CharRNN, torch.device]:
+    """The checkpoint a user means and its model on the device, saying which older one is used if newer ones
+    are damaged."""
+    ckpt = checkpoint.find(path, run.RUNS_ROOT)
+    warn(ckpt.skipped, "; using an older checkpoint")
+    dev = devices.resolve(device)
+    return ckpt, ckpt.load_model(dev), dev

@@ -1,0 +1,55 @@
+"""charrnn eval: loss, bits per character and perplexity of a model on a text (default: its validation split)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charrnn import run
+from charrnn.cli.common import (
+    CheckpointOption,
+    DeviceOption,
+    EncodingOption,
+    ErrorsOption,
+    app,
+    check_errors_policy,
+    load,
+    user_errors,
+)
+from charrnn.cli.views import ReadingView
+from charrnn.corpus import load_corpus
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import evaluate
+
+
+@app.command(name="eval")
+@user_errors
+def eval_cmd(
+    corpus: Annotated[Path | None, typer.Argument(help="Text to score. [default: the run's validation split]",
+                                                  show_default=False)] = None,
+    checkpoint_path: CheckpointOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: DeviceOption = "auto",
+    encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
+) -> None:
+    """Print loss (nats/char), bits per character and perplexity of a model on a text."""
+    check_errors_policy(errors)
+    ckpt, model, dev = load(checkpoint_path, device)
+    with ReadingView() as reading:
+        if corpus is None:
+            tokens, source = run.validation_split(ckpt, reading.update)
+        else:
+            tokens, source = load_corpus(corpus, encoding, errors, ckpt.vocab, reading.update).tokens, str(corpus)
+    if len(tokens) < 2:
+        raise CharRNNError(f"{source} needs at least two characters to score")
+    score = evaluate(model, tokens, dev)
+    if as_json:
+        print(json.dumps({**score.to_dict(), "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step}))
+        return
+    print(f"text        {source}\ncheckpoint  {ckpt.path} (step {ckpt.step})\n"
+          f"loss        {score.loss:.4f} nats/char\nbpc         {score.bpc:.4f} bits/char\n"
+          f"perplexity  {score.perplexity:.4f}\nchars       {score.chars:,}")

@@ -1,0 +1,60 @@
+"""charrnn generate: continue a prefix with a trained model; only the text goes to stdout."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import torch
+import typer
+
+from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, user_errors
+from charrnn.errors import CharRNNError
+from charrnn.sample import Sampling, generate
+
+FLUSH_EVERY = 0.05  # seconds between flushes of streamed text
+
+
+@app.command(name="generate")
+@user_errors
+def generate_cmd(
+    prefix: Annotated[str, typer.Option(help="Text to continue (printed first). [default: a newline]",
+                                        show_default=False)] = "",
+    length: Annotated[int, typer.Option(help="Characters to generate after the prefix.")] = 500,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0); lower is more conservative.")] = 1.0,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely character.")] = False,
+    top_k: Annotated[int | None, typer.Option(help="Sample only from the k most likely characters.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Sample from the smallest set reaching this probability.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")] = None,
+    num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
+    checkpoint_path: CheckpointOption = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """Continue PREFIX with a trained model; only the text goes to stdout."""
+    how = Sampling(temperature, top_k, top_p, greedy)
+    if length < 0:
+        raise CharRNNError(f"--length must be >= 0, not {length}")
+    if num_samples < 1:
+        raise CharRNNError(f"--num-samples must be at least 1, not {num_samples}")
+    ckpt, model, dev = load(checkpoint_path, device)
+    vocab = ckpt.vocab
+    start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])
+    ids = torch.from_numpy(vocab.encode(start, "the prefix").astype("int64"))
+    generator = torch.Generator(dev)
+    generator.manual_seed(seed if seed is not None else int(time.time_ns() % 2**63))
+    out = sys.stdout
+    if num_samples == 1:
+        out.write(prefix)
+        last_flush = time.monotonic()
+        for token in generate(model, ids, length, how, generator):
+            out.write(vocab.chars[int(token)])
+            if time.monotonic() - last_flush > FLUSH_EVERY:
+                out.flush()
+                last_flush = time.monotonic()
+        out.write("\n")
+    else:
+        steps = [step.tolist() for step in generate(model, ids, length, how, generator, num_samples)]  # (length, N)
+        out.write("\n".join(prefix + vocab.decode(row) + "\n" for row in zip(*steps, strict=True))
+                  if steps else "\n".join(prefix + "\n" for _ in range(num_samples)))
+    out.flush()

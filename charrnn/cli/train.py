@@ -1,0 +1,122 @@
+"""charrnn train: new runs, warm starts (--init-from) and resumed runs (--resume)."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from charrnn import config, dist, run
+from charrnn.cli.common import EncodingOption, ErrorsOption, app, check_errors_policy, user_errors
+from charrnn.cli.views import ProgressView, ReadingView, say, warn
+
+DEFAULTS = config.TrainConfig()
+
+
+def _setting(help: str, default: Any) -> Any:
+    return typer.Option(help=f"{help} [default: {default}]", show_default=False)
+
+
+@app.command()
+@user_errors
+def train(
+    corpus: Annotated[Path | None, typer.Argument(
+        help="UTF-8 text file to learn from (with --resume: the run directory, default the latest run).",
+        show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run exactly.")] = False,
+    init_from: Annotated[Path | None, typer.Option(help="Start from this run's or checkpoint's weights "
+                                                   "(fine-tuning: fresh optimizer and step count).")] = None,
+    grow_vocab: Annotated[bool, typer.Option("--grow-vocab", help="With --init-from: add characters the "
+                                             "model has never seen instead of stopping.")] = False,
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file of settings (see configs/).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory. [default: runs/CORPUS-DATE-TIME]",
+                                             show_default=False)] = None,
+    cell: Annotated[str | None, _setting("Recurrent cell: rnn, gru, lstm, mingru or minlstm.", DEFAULTS.cell)] = None,
+    hidden_size: Annotated[int | None, _setting("Hidden units per layer.", DEFAULTS.hidden_size)] = None,
+    num_layers: Annotated[int | None, _setting("Stacked recurrent layers.", DEFAULTS.num_layers)] = None,
+    embedding_size: Annotated[int | None, _setting("Size of the character embedding.",
+                                                   DEFAULTS.embedding_size)] = None,
+    dropout: Annotated[float | None, _setting("Dropout between layers and before the output, in [0, 1).",
+                                              DEFAULTS.dropout)] = None,
+    batch_size: Annotated[int | None, _setting("Sequences per batch.", DEFAULTS.batch_size)] = None,
+    seq_len: Annotated[int | None, _setting("Characters per sequence (backprop length).", DEFAULTS.seq_len)] = None,
+    batching: Annotated[str | None, _setting("sequential (state carried across batches) or random.",
+                                             DEFAULTS.batching)] = None,
+    val_fraction: Annotated[float | None, _setting("Fraction at the end of the corpus held out for validation.",
+                                                   DEFAULTS.val_fraction)] = None,
+    lr: Annotated[float | None, _setting("Peak learning rate (AdamW).", DEFAULTS.lr)] = None,
+    weight_decay: Annotated[float | None, _setting("AdamW weight decay on weight matrices.",
+                                                   DEFAULTS.weight_decay)] = None,
+    warmup_steps: Annotated[int | None, _setting("Steps of linear learning-rate warmup.",
+                                                 DEFAULTS.warmup_steps)] = None,
+    min_lr_ratio: Annotated[float | None, _setting("Final learning rate as a fraction of --lr (cosine decay).",
+                                                   DEFAULTS.min_lr_ratio)] = None,
+    clip: Annotated[float | None, _setting("Clip gradients to this global norm (0 = off).", DEFAULTS.clip)] = None,
+    steps: Annotated[int | None, _setting("Stop after this many steps.", DEFAULTS.steps)] = None,
+    max_time: Annotated[float | None, _setting("Stop after this many seconds (the schedule fits the time).",
+                                               "none")] = None,
+    eval_every: Annotated[int | None, _setting("Evaluate on the validation split and save every N steps.",
+                                               DEFAULTS.eval_every)] = None,
+    log_every: Annotated[int | None, _setting("Log the training loss every N steps.", DEFAULTS.log_every)] = None,
+    keep: Annotated[int | None, _setting("Keep this many newest checkpoints (plus the best).", DEFAULTS.keep)] = None,
+    seed: Annotated[int | None, _setting("Random seed (same seed, same run).", DEFAULTS.seed)] = None,
+    device: Annotated[str | None, _setting("auto (CUDA, then MPS, then CPU), cpu, cuda or mps.",
+                                           DEFAULTS.device)] = None,
+    precision: Annotated[str | None, _setting("auto (= fp32, the fastest measured), fp32 or bf16 (autocast).",
+                                              DEFAULTS.precision)] = None,
+    encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
+) -> None:
+    """Train a model on CORPUS and save checkpoints in a run directory."""
+    flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
+    check_errors_policy(errors)
+    world = dist.from_env()
+    dist.start(world)
+
+    def prepare() -> run.Setup:
+        with ReadingView() as reading:
+            return run.prepare(corpus, config_file=config_file, flags=flags, out=out, resume=resume,
+                               init_from=init_from, grow_vocab=grow_vocab, encoding=encoding, errors=errors,
+                               progress=reading.update)
+
+    try:
+        _train(world, dist.rank0_first(world, prepare))  # rank 0 fills the corpus cache first
+    finally:
+        dist.stop(world)
+
+
+def _train(world: dist.World, setup: run.Setup) -> None:
+    """Train a prepared run; only rank 0 draws progress and speaks."""
+    main = world.is_main
+    view = ProgressView() if main else contextlib.nullcontext()
+    trainer = run.build_trainer(setup, world, on_event=view.on_event if main else None)
+    if main:
+        warn(setup.warnings)
+        if setup.resume is not None:
+            say(f"resuming {setup.run_dir} at step {trainer.step}")
+        say(run.describe(setup, trainer))
+
+    def on_signal(signum: int) -> None:
+        if main:
+            say(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to quit at once)")
+
+    with view:
+        summary = run.fit(trainer, setup, on_signal)
+    quoted = shlex.quote(str(setup.run_dir))
+    if summary.final is None:
+        signum = trainer.stop_signal or signal.SIGINT
+        if main:
+            say(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved. "
+                f"Resume with: charrnn train --resume {quoted}")
+        dist.barrier(world)  # no worker exits (and makes torchrun stop the others) before rank 0 has said so
+        raise typer.Exit(128 + signum)
+    if main:
+        final = summary.final
+        say(f"done: {summary.steps} steps in {summary.elapsed:.0f}s (stopped by {summary.stopped_by}); "
+            f"val loss {final.loss:.4f} nats/char, {final.bpc:.3f} bits/char, perplexity "
+            f"{final.perplexity:.3f}; best {summary.best_loss:.4f} at step {summary.best_step}")
+        say(f"saved to {setup.run_dir}; try: charrnn generate --checkpoint {quoted}")

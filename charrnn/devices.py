@@ -1,0 +1,59 @@
+"""Where the model runs: resolving ``--device``, a data-parallel worker's share of the machine, TF32, and
+which recurrent cells have fused kernels. Train, generate and eval all go through here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from charrnn.dist import World
+from charrnn.errors import CharRNNError
+
+# Cells that torch.nn runs as one fused kernel (cuDNN on CUDA, oneDNN on CPU) and that have fused one-step
+# ATen cell functions; the min* cells are plain PyTorch code.
+FUSED_CELLS = ("rnn", "gru", "lstm")
+
+
+def resolve(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit device must be present."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharRNNError("--device cuda was asked for but no CUDA GPU is available: use --device cpu or auto")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise CharRNNError("--device mps was asked for but MPS is not available: use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps"):
+        raise CharRNNError(f"--device must be one of auto, cpu, cuda, mps, not {name!r}")
+    return torch.device(name)
+
+
+def for_worker(name: str, world: World) -> torch.device:
+    """The device this process trains on: the resolved one, or under torchrun its own GPU or its share of
+    the CPU cores. Also turns on TF32 tensor cores for fp32 matmuls on CUDA (cuDNN's RNNs already use them)."""
+    device = resolve(name)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    if not world.enabled:
+        return device
+    if device.type == "cuda":
+        return torch.device("cuda", world.local_rank)
+    if device.type != "cpu":
+        raise CharRNNError(f"distributed training runs on CUDA or CPU, not {device.type}")
+    # torchrun sets one thread per worker; share this machine's cores among the local workers instead
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // world.local_world_size))
+    return device
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype for training, or None for plain fp32 (TF32 on CUDA).
+
+    ``auto`` is fp32 everywhere: measured on an H100, cuDNN's LSTM trained *slower* under bf16 autocast
+    than in fp32 (bench/RESULTS.md), and on CPUs without AVX-512-BF16, bf16 is ~100x slower."""
+    return torch.bfloat16 if precision == "bf16" else None

@@ -1,0 +1,219 @@
+"""The typed contents of a checkpoint's files: ``meta.json`` (CheckpointMeta) and ``trainer.pt`` (ResumeState).
+
+Everything read from these files goes through ``from_dict``, which checks every field's type and raises
+``CharRNNError`` on anything else, so no caller indexes a raw dict or trusts a value it has not seen checked.
+Versions: meta.json and trainer.pt carry their own version numbers; older versions are read (and upgraded
+here), newer ones are refused with a message to upgrade charrnn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.errors import CharRNNError, Damaged
+
+FORMAT = "charrnn-checkpoint"
+META_VERSION = 2  # 2: best_val_loss null before any evaluation (1 wrote Infinity)
+RESUME_VERSION = 2  # 2: shared trainer state once, one WorkerState per worker (1: a full dict per rank)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, without copying (``dataclasses.asdict`` would deep-copy tensors)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _get(d: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, optional: bool = False) -> Any:
+    if not isinstance(d, dict):
+        raise Damaged(f"{where} is not a JSON object")
+    value = d.get(key)
+    if value is None and optional:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise Damaged(f"{where}: {key!r} should be {' or '.join(k.__name__ for k in kinds)}, not {value!r}")
+    return value
+
+
+def _settings(d: Any, cls: type, where: str) -> Any:
+    """A config dataclass from a dict with exactly its fields (the dataclass validates the values)."""
+    if not isinstance(d, dict):
+        raise Damaged(f"{where} is not a JSON object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise Damaged(f"{where} has unknown settings {', '.join(unknown)} (written by another charrnn version?)")
+    try:
+        return cls(**d)
+    except (TypeError, CharRNNError) as e:
+        raise Damaged(f"{where}: {e}") from None
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """The training text: where it was, its SHA-256, its length, and how it was decoded."""
+
+    path: str
+    sha256: str
+    chars: int
+    encoding: str = "utf-8"
+    errors: str = "strict"
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> CorpusInfo:
+        return cls(_get(d, "path", str, where), _get(d, "sha256", str, where), _get(d, "chars", int, where),
+                   _get(d, "encoding", str, where), _get(d, "errors", str, where))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Validation scores at save time; None where there was no evaluation (a checkpoint saved on a signal)."""
+
+    val_loss: float | None = None
+    val_chars: int | None = None
+    best_val_loss: float | None = None
+    best_step: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Scores:
+        best = _get(d, "best_val_loss", float, where, optional=True)
+        return cls(_get(d, "val_loss", float, where, optional=True), _get(d, "val_chars", int, where, optional=True),
+                   None if best is None or math.isinf(best) else best, _get(d, "best_step", int, where))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """meta.json: what a checkpoint is, what it was trained on, and a manifest of its other files."""
+
+    step: int
+    vocab: list[str]
+    model: ModelConfig
+    config: TrainConfig
+    corpus: CorpusInfo
+    metrics: Scores
+    elapsed: float
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    charrnn_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {"format": FORMAT, "version": META_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> CheckpointMeta:
+        vocab = _get(d, "vocab", list, where)
+        if not all(isinstance(c, str) for c in vocab):
+            raise Damaged(f"{where}: the vocabulary holds something other than characters")
+        files = {}
+        for name, entry in _get(d, "files", dict, where).items():
+            files[name] = FileEntry(_get(entry, "size", int, f"{where} files.{name}"),
+                                    _get(entry, "sha256", str, f"{where} files.{name}"))
+        meta = cls(
+            step=_get(d, "step", int, where),
+            vocab=vocab,
+            model=_settings(d.get("model"), ModelConfig, f"{where} model"),
+            config=_settings(d.get("config"), TrainConfig, f"{where} config"),
+            corpus=CorpusInfo.from_dict(d.get("corpus"), f"{where} corpus"),
+            metrics=Scores.from_dict(d.get("metrics"), f"{where} metrics"),
+            elapsed=_get(d, "elapsed", float, where),
+            files=files,
+            charrnn_version=_get(d, "charrnn_version", str, where, optional=True) or "",
+        )
+        if meta.model.vocab_size != len(vocab):
+            raise Damaged(f"{where}: the model has {meta.model.vocab_size} outputs but the vocabulary "
+                          f"{len(vocab)} characters")
+        return meta
+
+
+@dataclass
+class LogWindow:
+    """The training-loss line being built: finite steps and their summed loss (on the device), and characters."""
+
+    steps: torch.Tensor
+    loss: torch.Tensor
+    chars: int = 0
+
+    @classmethod
+    def empty(cls, device: torch.device) -> LogWindow:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return cls(zero.clone(), zero.clone())
+
+
+@dataclass
+class TrainerState:
+    """The part of the resume state every worker shares (kept once)."""
+
+    step: int
+    elapsed: float  # seconds of training so far, across resumes
+    best_loss: float
+    best_step: int
+    bad_run: int  # non-finite steps in a row
+    window: dict[str, float | int]  # LogWindow as plain numbers: steps, loss, chars
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+
+
+@dataclass
+class WorkerState:
+    """One data-parallel worker's own part: its batch stream, carried hidden state and random generators."""
+
+    batches: dict[str, Any]
+    hidden: list[torch.Tensor]  # [h] or [h, c] for an LSTM, each (L, B, H); empty before the first step
+    rng_cpu: torch.Tensor
+    rng_cuda: list[torch.Tensor]
+
+
+@dataclass
+class ResumeState:
+    """trainer.pt: everything but the weights that a resumed run needs to continue exactly."""
+
+    trainer: TrainerState
+    workers: list[WorkerState]  # by rank
+
+    def to_dict(self) -> dict[str, Any]:
+        workers = [_fields(w) for w in self.workers]
+        return {"version": RESUME_VERSION, "trainer": _fields(self.trainer), "workers": workers}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> ResumeState:
+        if not isinstance(d, dict):
+            raise Damaged(f"{where} is not a resume state")
+        if "ranks" in d and "version" not in d:  # version 1: every rank's full state, the optimizer on rank 0
+            ranks = _get(d, "ranks", list, where)
+            d = {"trainer": ranks[0] if ranks else None, "workers": ranks}
+        elif _get(d, "version", int, where) > RESUME_VERSION:
+            raise CharRNNError(f"{where} was written by a newer charrnn: upgrade charrnn to resume it")
+        t = _get(d, "trainer", dict, where)
+        window = _get(t, "window", dict, where)
+        trainer = TrainerState(
+            step=_get(t, "step", int, where), elapsed=_get(t, "elapsed", float, where),
+            best_loss=_get(t, "best_loss", float, where), best_step=_get(t, "best_step", int, where),
+            bad_run=_get(t, "bad_run", int, where),
+            window={"steps": _get(window, "steps", float, where), "loss": _get(window, "loss", float, where),
+                    "chars": _get(window, "chars", int, where)},
+            optimizer=_get(t, "optimizer", dict, where), scheduler=_get(t, "scheduler", dict, where))
+        workers = []
+        for i, w in enumerate(_get(d, "workers", list, where)):
+            at = f"{where} worker {i}"
+            hidden = _get(w, "hidden", list, at)
+            rng_cuda = _get(w, "rng_cuda", list, at)
+            rng_cpu = _get(w, "rng_cpu", torch.Tensor, at)
+            if not all(isinstance(h, torch.Tensor) for h in hidden + rng_cuda):
+                raise Damaged(f"{at}: the hidden state and random generator states must be tensors")
+            workers.append(WorkerState(_get(w, "batches", dict, at), hidden, rng_cpu, rng_cuda))
+        if not workers:
+            raise Damaged(f"{where} holds no worker state")
+        return cls(trainer, workers)
