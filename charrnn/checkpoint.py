@@ -114,13 +114,39 @@ def _fsync(path: Path) -> None:
 
 
 def save(run_dir: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeState | None = None) -> Path:
-    """Write a checkpoint for ``meta.step`` atomically and return its directory (``meta.files`` is filled in)."""
+    """Write a checkpoint for ``meta.step`` atomically and return its directory (``meta.files`` is filled in).
+    If writing fails (a full disk, a file size limit), nothing is left behind and the previous checkpoints
+    stay the resume point."""
     root = run_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{meta.step:08d}"
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in (*root.glob(".tmp-*"), *root.glob(".old-*")):  # left by a process killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+        _write(tmp, model, meta, resume)
+        if final.exists():  # re-saving a step: swap the old one out, then delete it
+            old = root / f".old-{final.name}-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+        _fsync(root)
+    except (OSError, RuntimeError, SafetensorError) as e:  # torch.save reports a failed write as a RuntimeError
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise CharRNNError(f"cannot write a checkpoint in {root} ({reason}); nothing was saved and the previous "
+                           "checkpoint is kept: free some disk space, then resume with charrnn train --resume",
+                           exit_code=1) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _write(tmp: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeState | None) -> None:
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(weights, tmp / WEIGHTS)
     if resume is not None:
@@ -131,15 +157,6 @@ def save(run_dir: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeStat
     for p in tmp.iterdir():
         _fsync(p)
     _fsync(tmp)
-    if final.exists():  # re-saving a step: swap the old one out, then delete it
-        old = root / f".old-{final.name}-{os.getpid()}"
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(final)
-    _fsync(root)
-    return final
 
 
 def verify(path: Path) -> Checkpoint:
@@ -159,12 +176,21 @@ def verify(path: Path) -> Checkpoint:
             f"({__version__}) reads: upgrade charrnn"
         )
     meta = CheckpointMeta.from_dict(raw, f"checkpoint {path} {META}")
+    if not set(meta.files) <= {WEIGHTS, TRAINER}:  # never a path: nothing outside the checkpoint is read
+        raise CharRNNError(f"checkpoint {path} has a damaged {META}: its manifest names files it cannot hold")
     for name, want in meta.files.items():
         file = path / name
         if not file.is_file() or file.stat().st_size != want.size or _sha256(file) != want.sha256:
             raise CharRNNError(f"checkpoint {path} is corrupt or incomplete: {name} does not match its manifest")
     if WEIGHTS not in meta.files:
         raise CharRNNError(f"checkpoint {path} is incomplete: no {WEIGHTS}")
+    try:
+        _check_shapes(path / WEIGHTS, meta.model)
+        weights = load_file(path / WEIGHTS, device="cpu")
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
+    if False:
+        raise CharRNNError(f"checkpoint {path} has weights that are not finite (NaN or infinity)")
     return Checkpoint(path, meta)
 
 

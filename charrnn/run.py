@@ -59,6 +59,7 @@ class Setup:
     resume: ResumeState | None = None  # set when resuming
     warnings: list[str] = field(default_factory=list)
     numbered: bool = False  # run_dir is a default name: if another run takes it first, use the next -N
+    lock: int | None = None  # file descriptor holding RUN/.lock while this process trains (rank 0)
 
 
 def prepare(corpus: Path | None, *, config_file: Path | None = None, flags: dict[str, Any] | None = None,
@@ -87,7 +88,8 @@ def prepare(corpus: Path | None, *, config_file: Path | None = None, flags: dict
 
 
 def _default_name(corpus_path: Path) -> str:
-    return f"{corpus_path.stem or 'corpus'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = corpus_path.stem[:80] or "corpus"  # a file name may be 255 bytes; the run's name must fit too
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _check_new_run_dir(run_dir: Path) -> Path:
@@ -95,6 +97,8 @@ def _check_new_run_dir(run_dir: Path) -> Path:
         raise CharRNNError(f"--out {run_dir} is a file: give a directory")
     if checkpoint.list_checkpoints(run_dir) or (run_dir / METRICS).exists():
         raise CharRNNError(f"{run_dir} already holds a run: choose another --out")
+    if (run_dir / CONFIG).exists():  # e.g. the file given with --config: never overwrite a user's file
+        raise CharRNNError(f"{run_dir} already has a {CONFIG} that a run would overwrite: choose another --out")
     return run_dir
 
 
@@ -184,7 +188,7 @@ def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event],
         warning = _restore(trainer, setup.resume, setup.run_dir, world)
         setup.warnings += [warning] if warning else []
     if world.is_main:
-        setup.run_dir = _claim(setup.run_dir, setup.numbered)
+        setup.run_dir, setup.lock = _claim(setup.run_dir, setup.numbered)
         if setup.resume is not None:
             _rewind_metrics(setup.run_dir, trainer.step)
     setup.run_dir = dist.broadcast(world, setup.run_dir)
@@ -208,10 +212,7 @@ def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) 
     return None
 
 
-_held_locks: list[int] = []  # file descriptors of run-directory locks, held until the process exits
-
-
-def _claim(run_dir: Path, numbered: bool) -> Path:
+def _claim(run_dir: Path, numbered: bool) -> tuple[Path, int]:
     """Make ``run_dir`` this process's own: create it (with the next free -N suffix if ``numbered`` and the
     name is taken) and hold its lock, so that two runs started in the same second never share a directory."""
     base, n = run_dir, 1
@@ -231,8 +232,7 @@ def _claim(run_dir: Path, numbered: bool) -> Path:
             os.close(fd)
             raise CharRNNError(f"another charrnn process is training in {run_dir}: wait for it to finish, "
                                "or choose another --out") from None
-        _held_locks.append(fd)
-        return run_dir
+        return run_dir, fd
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -326,6 +326,10 @@ def fit(trainer: Trainer, setup: Setup, on_signal: Callable[[int], None] | None 
     except BaseException:
         _remove_if_empty(setup.run_dir)
         raise
+    finally:
+        if setup.lock is not None:
+            os.close(setup.lock)  # the run is free to be resumed
+            setup.lock = None
 
 
 class Interrupted(Exception):

@@ -46,10 +46,14 @@ def _settings(d: Any, cls: type, where: str) -> Any:
     """A config dataclass from a dict with exactly its fields (the dataclass validates the values)."""
     if not isinstance(d, dict):
         raise Damaged(f"{where} is not a JSON object")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(types))
     if unknown:
         raise Damaged(f"{where} has unknown settings {', '.join(unknown)} (written by another charrnn version?)")
+    for name, value in d.items():
+        want = {"int": int, "float": (int, float), "str": str, "float | None": (int, float, type(None))}[types[name]]
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise Damaged(f"{where}: {name} should be {types[name]}, not {value!r}")
     try:
         return cls(**d)
     except (TypeError, CharRNNError) as e:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn import __version__
+from charrnn import __version__, checkpoint
 from charrnn.cli import app
-from tests.helpers import TINY_FLAGS
+from tests.helpers import ROOT, TINY_FLAGS
 
 runner = CliRunner()
 
@@ -249,3 +249,94 @@ def test_mistyped_flag_values_are_usage_errors(corpus: Path):
     assert result.exit_code == 2
     assert "Error: Invalid value for '--steps'" in result.stderr and "Traceback" not in result.stderr
     assert cli("train", corpus, "--hidden-sise", "3").exit_code == 2
+
+
+def test_device_names_are_checked_everywhere(trained: Path):
+    for command in ("generate", "eval"):
+        for name in ("foo", "meta", "cuda:0"):
+            assert_user_error(cli(command, "--device", name), 2, f"--device must be one of auto, cpu, cuda, mps, "
+                              f"not {name!r}")
+
+
+def test_out_never_overwrites_a_users_config(corpus: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp").mkdir()
+    mine = tmp_path / "exp" / "config.toml"
+    mine.write_text("hidden_size = 24\n")
+    assert_user_error(cli("train", corpus, "--config", mine, "--out", "exp", *TINY_FLAGS), 2,
+                      "exp already has a config.toml that a run would overwrite: choose another --out")
+    assert mine.read_text() == "hidden_size = 24\n"
+
+
+def test_a_very_long_corpus_name_trains(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    long = tmp_path / ("n" * 240 + ".txt")
+    long.write_text("machine river bread light " * 200)
+    result = cli("train", long, "--steps", "2", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert len(run_dir.name) < 100
+
+
+def damage(meta: dict, how: str) -> dict:
+    if how == "nested":
+        meta["step"] = {"step": 3}
+    elif how == "wrong-type":
+        meta["model"]["hidden_size"] = "24"
+    elif how == "unknown-key":
+        meta["config"]["learning_rate_2"] = 1.0
+    elif how == "vocab":
+        meta["vocab"] = meta["vocab"][:-1]
+    elif how == "huge":
+        meta["model"]["hidden_size"] = 100_000
+    elif how == "deep":
+        meta["model"]["num_layers"] = 100_000
+    elif how == "outside":
+        meta["files"]["../../escape"] = meta["files"].pop("trainer.pt")
+    return meta
+
+
+@pytest.mark.parametrize("how", ["nested", "wrong-type", "unknown-key", "vocab", "huge", "deep", "outside", "nan"])
+def test_damaged_checkpoints_are_reported_and_skipped(trained: Path, how: str):
+    (run_dir,) = trained.iterdir()
+    newest = sorted((run_dir / "checkpoints").iterdir())[-1]
+    if how == "nan":
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(newest / "model.safetensors")
+        weights["head.bias"][0] = float("nan")
+        save_file(weights, newest / "model.safetensors")
+        meta = json.loads((newest / "meta.json").read_text())
+        meta["files"]["model.safetensors"] = {"size": (newest / "model.safetensors").stat().st_size,
+                                              "sha256": checkpoint._sha256(newest / "model.safetensors")}
+    else:
+        meta = damage(json.loads((newest / "meta.json").read_text()), how)
+    (newest / "meta.json").write_text(json.dumps(meta))
+    for command in (["generate", "--length", "3", "--seed", "0", "--checkpoint", run_dir], ["eval", "--json"]):
+        result = cli(*command)
+        assert result.exit_code == 0, result.output
+        (warning,) = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+        assert f"checkpoints/{newest.name} " in warning and warning.endswith("using an older checkpoint")
+        assert "Traceback" not in result.output
+    assert_user_error(cli("generate", "--checkpoint", newest), 2, f"checkpoint {newest}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("shell", "code", "message"), [
+    ("charrnn generate --length 50 > /dev/full", 1, "Error: cannot write the output: No space left on device"),
+    ("charrnn eval --json > /dev/full", 1, "Error: cannot write the output: No space left on device"),
+    ("charrnn eval >&-", 2, "Error: the standard output is closed"),
+    ("PYTHONIOENCODING=ascii charrnn generate --prefix café --length 3", 1,
+     "Error: the output's encoding (ascii) cannot show '\\xe9'"),
+    ("charrnn generate --length 100000 --seed 1 | head -c 1", 0, ""),
+], ids=["generate-full-disk", "eval-full-disk", "closed-stdout", "ascii-stdout", "reader-leaves"])
+def test_output_problems_are_one_line(trained: Path, shell: str, code: int, message: str):
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", shell], cwd=trained.parent, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
+    if message:
+        assert result.returncode == code and result.stderr.splitlines()[0].startswith(message), result.stderr
+    else:
+        assert result.returncode == 141 and result.stderr == ""  # `head` left: quiet, like other tools

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import random
+import os
 import signal
 import subprocess
 import sys
@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from charrnn import checkpoint
+from charrnn import checkpoint, run
 from tests.helpers import CPU, TINY_FLAGS, TINY_SHAPE, charrnn, env
 
-pytestmark = pytest.mark.slow  # each test runs the command line in subprocesses
+slow = pytest.mark.slow  # runs the command line in subprocesses
 
 def losses(run_dir: Path) -> list[tuple]:
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -28,6 +28,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoint.list_checkpoints(run_dir)[-1] / "model.safetensors")
 
 
+@slow
 @pytest.mark.parametrize(
     ("steps", "stop_at", "extra"),
     [(40, 20, []), (200, 100, ["--dropout", "0.1"]), (60, 30, ["--batching", "random", "--dropout", "0.2"])],
@@ -46,6 +47,7 @@ def test_resume_is_bit_identical(corpus: Path, tmp_path: Path, steps: int, stop_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@slow
 def test_resume_refuses_changed_settings_and_finished_runs(corpus: Path, tmp_path: Path):
     charrnn("train", corpus, "--steps", 10, *TINY_FLAGS, "--out", "r", cwd=tmp_path)
     changed = charrnn("train", "--resume", "r", "--hidden-size", 32, cwd=tmp_path, check=False)
@@ -72,7 +74,8 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float =
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@slow
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signal_saves_and_tells_how_to_resume(corpus: Path, tmp_path: Path, sig: int, code: int):
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000",
                              *TINY_FLAGS, "--out", "r"], cwd=tmp_path, env=env(), stderr=subprocess.PIPE, text=True)
@@ -87,28 +90,112 @@ def test_signal_saves_and_tells_how_to_resume(corpus: Path, tmp_path: Path, sig:
     assert charrnn("train", "--resume", "r", "--steps", last.step + 3, cwd=tmp_path).returncode == 0
 
 
-def test_sigkill_at_random_moments_never_leaves_an_unloadable_run(corpus: Path, tmp_path: Path):
-    rng = random.Random(0)
-    run_dir = tmp_path / "r"
-    args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000", *TINY_SHAPE,
-            "--eval-every", "1", "--log-every", "1", *CPU, "--out", "r"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env(), stderr=subprocess.DEVNULL)
-    _wait_for_checkpoint(run_dir, proc)
+def _saving(run_dir: Path) -> bool:
+    """Whether a checkpoint is being written at this instant (its temporary directory exists)."""
+    try:
+        return any(p.name.startswith(".tmp-") for p in os.scandir(run_dir / "checkpoints"))
+    except FileNotFoundError:
+        return False
+
+
+@slow
+def test_sigkill_during_saves_never_leaves_an_unloadable_run(corpus: Path, tmp_path: Path):
+    """Kill while a checkpoint is being written (watched for, not guessed by a sleep), then resume; repeat."""
+    run_dir, during_save = tmp_path / "r", 0
+    train = [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000", *TINY_SHAPE,
+             "--eval-every", "1", "--log-every", "1", *CPU, "--out", "r"]
     for kill in range(4):
-        time.sleep(rng.uniform(0.0, 0.5))
+        args = train if kill == 0 else [sys.executable, "-m", "charrnn", "train", "--resume", "r"]
+        before = checkpoint.latest_of(run_dir).step if kill else -1
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env(), stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not (_saving(run_dir) and checkpoint.list_checkpoints(run_dir)
+                   and checkpoint.latest_of(run_dir).step > before):
+            assert proc.poll() is None and time.monotonic() < deadline, "training never saved again"
         proc.kill()
+        during_save += _saving(run_dir)
         proc.wait()
         ckpt = checkpoint.latest_of(run_dir)
         ckpt.load_model()
         ckpt.resume_state()
-        if kill < 3:
-            proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--resume", "r"], cwd=tmp_path,
-                                    env=env(), stderr=subprocess.DEVNULL)
-            time.sleep(2.0)  # let it get past start-up and save again
+    assert during_save >= 2, "the kills did not land during saves"
     assert charrnn("generate", "--checkpoint", "r", "--length", "5", cwd=tmp_path).returncode == 0
     assert charrnn("eval", "--checkpoint", "r", cwd=tmp_path).returncode == 0
+    resumed = charrnn("train", "--resume", "r", "--steps", checkpoint.latest_of(run_dir).step + 2, cwd=tmp_path)
+    assert resumed.returncode == 0
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]  # stale ones removed
 
 
+def test_resume_restores_every_field(corpus: Path, tmp_path: Path):
+    """best_loss, best_step, elapsed, the log window, the hidden state: all back as they were saved."""
+    flags = {"hidden_size": 24, "embedding_size": 8, "batch_size": 4, "seq_len": 16, "eval_every": 5,
+             "log_every": 5, "warmup_steps": 5, "device": "cpu", "steps": 20, "max_time": 1000.0}
+    setup = run.prepare(corpus, flags=flags, out=tmp_path / "r")
+    trainer = run.build_trainer(setup)
+    trainer.callback = lambda event: setattr(trainer, "received_signal", signal.SIGINT) if event.step == 10 else None
+    assert run.fit(trainer, setup).stopped_by == "signal"
+    saved = checkpoint.latest_of(tmp_path / "r").resume_state()
+    assert saved.trainer.step == 11 and saved.trainer.best_step in (5, 10) and saved.trainer.window["chars"] > 0
+    resumed = run.prepare(tmp_path / "r", resume=True, flags={"max_time": 2000.0})
+    trainer = run.build_trainer(resumed)
+    assert (trainer.step, trainer.best_loss, trainer.best_step) == (11, saved.trainer.best_loss,
+                                                                      saved.trainer.best_step)
+    assert trainer.elapsed == saved.trainer.elapsed > 0 and trainer.cfg.max_time == 2000.0
+    assert trainer.progress() == pytest.approx(max(11 / 20, saved.trainer.elapsed / 2000.0))
+    assert float(trainer.window.loss) == saved.trainer.window["loss"] > 0 and trainer.window.chars > 0
+    assert torch.equal(trainer.hidden[0], saved.workers[0].hidden[0])
+
+
+def test_a_second_signal_stops_at_once(corpus: Path, tmp_path: Path):
+    setup = run.prepare(corpus, flags={"hidden_size": 8, "embedding_size": 4, "batch_size": 2, "seq_len": 8,
+                                       "device": "cpu"}, out=tmp_path / "r")
+    trainer = run.build_trainer(setup)
+    heard = []
+    with run._stop_on_signals(trainer, heard.append):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert trainer.received_signal == signal.SIGTERM and heard == [signal.SIGTERM]
+        with pytest.raises(run.Interrupted) as info:
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert info.value.signum == signal.SIGTERM  # the command line exits 128 + 15 = 143
+
+
+@slow
+def test_a_tampered_resume_state_is_an_error_not_a_crash(corpus: Path, tmp_path: Path):
+    charrnn("train", corpus, "--steps", 10, *TINY_FLAGS, "--out", "r", cwd=tmp_path)
+    ckpt = checkpoint.latest_of(tmp_path / "r")
+    path = ckpt.path / "trainer.pt"
+    state = torch.load(path, weights_only=True)
+    state["trainer"]["optimizer"]["state"][0]["exp_avg"] = torch.zeros(1)  # shape (1,), not the weight's
+    torch.save(state, path)
+    meta = json.loads((ckpt.path / "meta.json").read_text())
+    meta["files"]["trainer.pt"] = {"size": path.stat().st_size, "sha256": checkpoint._sha256(path)}  # consistent
+    (ckpt.path / "meta.json").write_text(json.dumps(meta))
+    result = charrnn("train", "--resume", "r", "--steps", 20, cwd=tmp_path, check=False)
+    assert result.returncode == 2, result.stderr  # was: 139, a segfault in fused AdamW
+    assert "Error: the newest checkpoint of r has a damaged training state (the optimizer's exp_avg for a " \
+           "weight of shape" in result.stderr and "Traceback" not in result.stderr
+
+
+@slow
+def test_runs_started_together_get_their_own_directories(corpus: Path, tmp_path: Path):
+    """As `for lr in 1e-3 3e-3; do charrnn train c.txt --lr $lr & done` does, in the same second."""
+    args = ["train", str(corpus), "--steps", "10", *TINY_FLAGS]
+    procs = [subprocess.Popen([sys.executable, "-m", "charrnn", *args, "--lr", lr], cwd=tmp_path, env=env(),
+                              stderr=subprocess.PIPE, text=True) for lr in ("1e-3", "3e-3")]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(dirs) == 2, errs
+    for lr in ("1e-3", "3e-3"):
+        charrnn(*args, "--lr", lr, "--out", f"alone-{lr}", cwd=tmp_path)
+    alone = {losses(tmp_path / f"alone-{lr}")[-1][2] for lr in ("1e-3", "3e-3")}
+    together = {losses(d)[-1][2] for d in dirs}
+    assert together == alone and len(alone) == 2
+    for d in dirs:
+        checkpoint.latest_of(d).load_model()
+
+
+@slow
 def test_warm_start_and_vocabulary_growth(corpus: Path, tmp_path: Path):
     charrnn("train", corpus, "--steps", 10, *TINY_FLAGS, "--out", "base", cwd=tmp_path)
     new = tmp_path / "new.txt"

@@ -1,5 +1,6 @@
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,94 @@ def test_one_bad_step_is_skipped_and_training_goes_on(corpus, tiny, monkeypatch)
     monkeypatch.setattr("charrnn.train.F.cross_entropy", flaky)
     summary = trainer.fit()
     assert summary.steps == tiny.steps and np.isfinite(summary.final.loss)
+
+
+def test_a_continuing_batch_starts_from_the_carried_state(corpus, tiny):
+    trainer = make_trainer(corpus, tiny)
+    trainer.train_step(next(trainer.batches))
+    carried = [h.clone() for h in trainer.hidden]
+    seen = []
+    original = trainer.model.forward
+    trainer.model.forward = lambda idx, state=None: (seen.append(state), original(idx, state))[1]
+    batch = next(trainer.batches)
+    assert not batch.reset
+    trainer.train_step(batch)
+    (state,) = seen
+    assert state is not None and all(torch.equal(a, b) for a, b in zip(state, carried, strict=True))
+    assert all(h.abs().sum() > 0 for h in carried)
+
+
+class FakeGraph:
+    """Stands in for graphs.GraphedStep on the CPU: records replays and runs the captured step eagerly."""
+
+    made: list["FakeGraph"] = []
+
+    def __init__(self, compute, params, x, y, state):
+        self.compute, self.shape, self.replays = compute, x.shape, 0
+        FakeGraph.made.append(self)
+
+    def fits(self, x):
+        return x.shape == self.shape
+
+    def __call__(self, x, y, state):
+        self.replays += 1
+        return self.compute(x, y, state)
+
+
+def test_graph_dispatch_captures_once_and_replays_same_shaped_batches(corpus, tiny, monkeypatch):
+    monkeypatch.setattr("charrnn.graphs.GraphedStep", FakeGraph)
+    FakeGraph.made = []
+    trainer = make_trainer(corpus, tiny, use_graph=True)
+    eager = make_trainer(corpus, tiny)
+    losses = [float(trainer.train_step(next(trainer.batches))[0]) for _ in range(3)]
+    assert len(FakeGraph.made) == 1 and trainer.graph.replays == 3
+    assert losses == [float(eager.train_step(next(eager.batches))[0]) for _ in range(3)]
+    batch = next(trainer.batches)
+    batch.x, batch.y = batch.x[:2], batch.y[:2]
+    trainer.hidden = None
+    trainer.train_step(batch)  # another shape: eager, no new capture
+    assert len(FakeGraph.made) == 1 and trainer.graph.replays == 3
+
+
+def test_a_failed_capture_warns_and_trains_eagerly(corpus, tiny, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("capture failed")
+
+    monkeypatch.setattr("charrnn.graphs.GraphedStep", broken)
+    trainer = make_trainer(corpus, tiny, use_graph=True)
+    with pytest.warns(UserWarning, match="training without CUDA graphs: capturing the step failed"):
+        loss, _ = trainer.train_step(next(trainer.batches))
+    assert trainer.graph is None and not trainer.use_graph and math.isfinite(float(loss))
+    trainer.train_step(next(trainer.batches))  # no second attempt, no second warning
+
+
+def native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16 (avx512_bf16 or amx_bf16): bf16 "
+                    "autocast would be ~100x slower here")
+def test_bf16_autocast_trains_on_cpu(corpus, tiny):
+    trainer = make_trainer(corpus, replace(tiny, precision="bf16"))
+    dtypes = []
+    trainer.model.head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    first = float(trainer.train_step(next(trainer.batches))[0])
+    for _ in range(20):
+        last = float(trainer.train_step(next(trainer.batches))[0])
+    assert dtypes[0] == torch.bfloat16 and math.isfinite(last) and last < first
+
+
+def test_non_finite_weights_are_never_saved(corpus, tiny):
+    trainer = make_trainer(corpus, tiny)
+    trainer.train_step(next(trainer.batches))
+    with torch.no_grad():
+        trainer.model.head.bias[0] = float("nan")
+    with pytest.raises(CharRNNError, match="weights are no longer finite at step 1; nothing was saved") as info:
+        trainer.save(trainer, None)
+    assert info.value.exit_code == 4
+    run_dir = trainer.save.__self__.run_dir
+    assert not (run_dir / "checkpoints").exists()

@@ -3,11 +3,14 @@ options several commands take (declared once here)."""
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import torch
 import typer
@@ -45,7 +48,22 @@ def user_errors(fn: Command) -> Command:
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = lambda message, *rest: say(f"Warning: {message}")
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a full disk or a closed pipe shows here, not as a traceback at exit
+            return result
+        except UnicodeEncodeError as e:
+            say(f"Error: the output's encoding ({e.encoding}) cannot show {e.object[e.start:e.end]!r}: set "
+                "PYTHONIOENCODING=utf-8 (or a UTF-8 locale)")
+            raise typer.Exit(1) from None
+        except (BrokenPipeError, OSError) as e:
+            if not _is_stdout(e):
+                raise
+            _silence_stdout()
+            if isinstance(e, BrokenPipeError):  # the reader left (`| head`): nothing to say
+                raise typer.Exit(141) from None
+            say(f"Error: cannot write the output: {e.strerror or e}")
+            raise typer.Exit(1) from None
         except CharRNNError as e:
             say(f"Error: {e}")
             raise typer.Exit(e.exit_code) from None
@@ -63,6 +81,27 @@ def user_errors(fn: Command) -> Command:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_stdout(e: OSError) -> bool:
+    """Whether an OSError came from writing the standard output (a closed pipe, a full disk, a closed stream)."""
+    return isinstance(e, BrokenPipeError) or e.errno in (errno.ENOSPC, errno.EBADF, errno.EFBIG, errno.EIO)
+
+
+def _silence_stdout() -> None:
+    """Point the standard output at /dev/null, so that flushing it again at exit cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+def stdout() -> TextIO:
+    """The standard output, for the product; an error if it was closed (``>&-``)."""
+    if sys.stdout is None:
+        raise CharRNNError("the standard output is closed: redirect it to a file instead, e.g. > out.txt")
+    return sys.stdout
 
 
 def out_of_memory() -> None:

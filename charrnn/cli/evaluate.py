@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from charrnn.cli.common import (
     app,
     check_errors_policy,
     load,
+    stdout,
     user_errors,
 )
 from charrnn.cli.views import ReadingView
@@ -38,6 +40,7 @@ def eval_cmd(
 ) -> None:
     """Print loss (nats/char), bits per character and perplexity of a model on a text."""
     check_errors_policy(errors)
+    out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)
     with ReadingView() as reading:
         if corpus is None:
@@ -48,8 +51,10 @@ def eval_cmd(
         raise CharRNNError(f"{source} needs at least two characters to score")
     score = evaluate(model, tokens, dev)
     if as_json:
-        print(json.dumps({**score.to_dict(), "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step}))
+        numbers = {k: v if math.isfinite(v) else None for k, v in score.to_dict().items()}  # JSON has no NaN
+        print(json.dumps({**numbers, "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step},
+                         allow_nan=False), file=out)
         return
     print(f"text        {source}\ncheckpoint  {ckpt.path} (step {ckpt.step})\n"
           f"loss        {score.loss:.4f} nats/char\nbpc         {score.bpc:.4f} bits/char\n"
-          f"perplexity  {score.perplexity:.4f}\nchars       {score.chars:,}")
+          f"perplexity  {score.perplexity:.4f}\nchars       {score.chars:,}", file=out)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Annotated
 
 import torch
 import typer
 
-from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, user_errors
+from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, stdout, user_errors
 from charrnn.errors import CharRNNError
 from charrnn.sample import Sampling, generate
 
@@ -43,7 +42,7 @@ def generate_cmd(
     ids = torch.from_numpy(vocab.encode(start, "the prefix").astype("int64"))
     generator = torch.Generator(dev)
     generator.manual_seed(seed if seed is not None else int(time.time_ns() % 2**63))
-    out = sys.stdout
+    out = stdout()
     if num_samples == 1:
         out.write(prefix)
         last_flush = time.monotonic()
