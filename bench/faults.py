@@ -1,11 +1,16 @@
-"""Fault injection: SIGKILL a training run at random moments, many times, and check that the run is
-always left loadable (by generate/eval and by --resume) from its newest complete checkpoint.
+"""Fault injection: stop training runs the hard way, many times, and check that nothing is ever lost.
 
-    python bench/faults.py [--kills 50] [--seed 0]
+    python bench/faults.py [--faults 60] [--seed 0]
 
-Training saves at every step (--eval-every 1), so kills often land in the middle of a save. After each
-kill the script verifies the newest checkpoint's manifest, loads its weights and its resume state, then
-resumes the run (in a new process) and kills it again. Prints one JSON line per kill and a summary.
+Each fault is one of SIGKILL, SIGTERM or SIGHUP at a random moment of one of four phases, or a full disk:
+  encode   a new run on a ~20 MB corpus with an empty cache: the signal lands while the corpus is encoded
+  eval     a run whose validation split is large, so that most moments are inside an evaluation
+  save     a run that saves a checkpoint at every step, so that most moments are inside a save
+  disk     a resume under a file size limit (`ulimit -f`) that the optimizer state does not fit in
+After each fault the run must load (generate/eval's view: manifest, weights; --resume's view: the resume
+state) from its newest complete checkpoint. At the end every run is resumed to completion once more, and
+no temporary file may be left in any checkpoint directory or in the corpus cache. Prints one JSON line per
+fault and a summary: faults, unloadable (must be 0), temp files left (must be 0).
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import argparse
 import json
 import os
 import random
+import resource
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,46 +31,114 @@ from pathlib import Path
 from charrnn import checkpoint
 from charrnn.errors import CharRNNError
 
-TEXT = "the keeper mends the machine by the light of the north lamp. " * 400
+WORDS = "the keeper mends the machine by the light of the north lamp and the river runs cold past the mill".split()
+TINY = ["--hidden-size", "32", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "16", "--device", "cpu",
+        "--log-every", "1"]
+SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "HUP": signal.SIGHUP}
+
+
+def text(chars: int, seed: int) -> str:
+    rng = random.Random(seed)
+    out, size = [], 0
+    while size < chars:
+        word = rng.choice(WORDS) + rng.choice("  \n.")
+        out.append(word)
+        size += len(word)
+    return "".join(out)
+
+
+def temp_files(work: Path) -> list[str]:
+    """Temporary files or directories left in any run's checkpoints or in the corpus cache."""
+    found = []
+    for root in [*work.glob("*/checkpoints"), work / "cache" / "corpora"]:
+        if root.is_dir():
+            found += [str(p.relative_to(work)) for p in root.iterdir() if p.name.startswith(".")]
+    return found
+
+
+def loadable(run_dir: Path) -> str | None:
+    """None if the run loads from its newest complete checkpoint (or has none yet), else the error."""
+    if not checkpoint.list_checkpoints(run_dir):
+        return None
+    try:
+        ckpt = checkpoint.latest_of(run_dir)
+        ckpt.load_model()
+        ckpt.resume_state()
+    except CharRNNError as e:
+        return str(e)
+    return None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--kills", type=int, default=50)
+    p.add_argument("--faults", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-delay", type=float, default=1.0, help="longest wait before a kill, seconds")
     args = p.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "corpus.txt").write_text(TEXT)
+        (work / "small.txt").write_text(text(300_000, 1))
+        (work / "big.txt").write_text(text(20_000_000, 2))
         env = {**os.environ, "CHARRNN_CACHE_DIR": str(work / "cache")}
-        first = [sys.executable, "-m", "charrnn", "train", "corpus.txt", "--steps", "1000000", "--eval-every", "1",
-                 "--log-every", "1", "--hidden-size", "32", "--embedding-size", "8", "--batch-size", "4",
-                 "--seq-len", "16", "--device", "cpu", "--out", "run"]
-        again = [sys.executable, "-m", "charrnn", "train", "--resume", "run"]
-        unloadable, steps = 0, []
-        for kill in range(args.kills):
-            cmd = first if kill == 0 else again
-            proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 60
-            while kill == 0 and not checkpoint.list_checkpoints(work / "run") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(1.5 + rng.uniform(0, args.max_delay))  # past start-up, then a random moment
-            proc.kill()
-            proc.wait()
+
+        def start(args: list[str], limit: int | None = None) -> subprocess.Popen:
+            def preexec() -> None:
+                if limit is not None:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+            return subprocess.Popen([sys.executable, "-m", "charrnn", "train", *args], cwd=work, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+
+        runs = {"eval": ["small.txt", "--val-fraction", "0.4", "--eval-every", "3"],
+                "save": ["small.txt", "--eval-every", "1", "--val-fraction", "0.02"]}
+        counts = {"faults": 0, "unloadable": 0, "exit_codes": {}}
+        for i in range(args.faults):
+            phase = rng.choice(["encode", "eval", "save", "disk"])
+            name = rng.choice(list(SIGNALS))
+            if phase == "encode":
+                shutil.rmtree(work / "cache", ignore_errors=True)  # so that the corpus is encoded again
+                proc = start(["big.txt", "--steps", "2", "--eval-every", "1", "--val-fraction", "0.0001", *TINY,
+                              "--out", f"encode-{i}"])
+                time.sleep(rng.uniform(0.05, 1.5))
+            else:
+                key = "save" if phase == "disk" else phase
+                run_dir = work / key
+                resume = checkpoint.list_checkpoints(run_dir)
+                cmd = ["--resume", key, "--steps", "10000000"] if resume else [*runs[key], "--steps", "10000000",
+                                                                               *TINY, "--out", key]
+                limit = None
+                if phase == "disk" and resume:
+                    limit = (resume[-1] / "model.safetensors").stat().st_size + 2048
+                proc = start(cmd, limit)
+                time.sleep(1.5 + rng.uniform(0, 1.5))  # past start-up, then a random moment
+            if proc.poll() is None and phase != "disk":
+                proc.send_signal(SIGNALS[name])
             try:
-                ckpt = checkpoint.latest_of(work / "run")
-                ckpt.load_model()
-                ckpt.resume_state()
-                ok = True
-                steps.append(ckpt.step)
-            except CharRNNError as e:
-                ok, unloadable = False, unloadable + 1
-                print(json.dumps({"bench": "faults", "kill": kill, "error": str(e)}))
-            print(json.dumps({"bench": "faults", "kill": kill, "loadable": ok, "step": steps[-1] if ok else None}))
-        print(json.dumps({"bench": "faults", "summary": True, "kills": args.kills, "unloadable": unloadable,
-                          "final_step": steps[-1] if steps else None}))
+                _, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            code = proc.returncode
+            counts["exit_codes"][str(code)] = counts["exit_codes"].get(str(code), 0) + 1
+            target = work / (f"encode-{i}" if phase == "encode" else "save" if phase == "disk" else phase)
+            error = loadable(target)
+            traceback = "Traceback" in (err or "")
+            counts["faults"] += 1
+            counts["unloadable"] += error is not None
+            counts["tracebacks"] = counts.get("tracebacks", 0) + traceback
+            print(json.dumps({"bench": "faults", "fault": i, "phase": phase, "signal": None if phase == "disk"
+                              else name, "exit": code, "loadable": error is None, "error": error,
+                              "traceback": traceback, "temp_now": len(temp_files(work))}), flush=True)
+        for key in runs:  # finish every run once more: leftovers of earlier kills must be cleaned up
+            if checkpoint.list_checkpoints(work / key):
+                step = checkpoint.latest_of(work / key).step
+                subprocess.run([sys.executable, "-m", "charrnn", "train", "--resume", key, "--steps", str(step + 2)],
+                               cwd=work, env=env, capture_output=True, check=True)
+        subprocess.run([sys.executable, "-m", "charrnn", "train", "big.txt", "--steps", "1", "--val-fraction", "0.0001",
+                        *TINY, "--out", "encode-final"], cwd=work, env=env, capture_output=True, check=True)
+        left = temp_files(work)
+        print(json.dumps({"bench": "faults", "summary": True, **counts, "temp_files_left": len(left),
+                          "left": left[:10]}))
 
 
 if __name__ == "__main__":

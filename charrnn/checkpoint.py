@@ -189,7 +189,7 @@ def verify(path: Path) -> Checkpoint:
         weights = load_file(path / WEIGHTS, device="cpu")
     except (SafetensorError, RuntimeError, OSError) as e:
         raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
-    if False:
+    if not all(torch.isfinite(w).all() for w in weights.values()):
         raise CharRNNError(f"checkpoint {path} has weights that are not finite (NaN or infinity)")
     return Checkpoint(path, meta)
 

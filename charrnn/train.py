@@ -273,9 +273,8 @@ class Trainer:
         return shared, own
 
     def restore(self, shared: TrainerState, own: WorkerState) -> None:
-        """Continue from a saved state (see ``state``), after checking that every tensor in it fits this
-        trainer: a damaged or hand-edited file must not reach the fused optimizer's kernels."""
-        self._check(shared, own)
+        """Continue from a saved state (see ``state``), once every tensor in it is checked to fit."""
+        check_restorable(self, shared, own)
         self.step, self.elapsed = shared.step, shared.elapsed
         self.best_loss, self.best_step = shared.best_loss, shared.best_step
         self.bad_run = torch.tensor(shared.bad_run, device=self.device)
@@ -293,46 +292,48 @@ class Trainer:
         if own.rng_cuda and torch.cuda.is_available() and len(own.rng_cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(own.rng_cuda)
 
-    def _check(self, shared: TrainerState, own: WorkerState) -> None:
-        """Raise Damaged unless the saved state has the structure, shapes and dtypes this trainer's own has."""
-        mine_shared, mine = self.state()
-
-        def fail(what: str) -> None:
-            raise Damaged(f"{what} does not fit this model and run")
-
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        opt = shared.optimizer
-        if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
-            fail("the optimizer state")
-        groups = [g.get("params") if isinstance(g, dict) else None for g in opt["param_groups"]]
-        if groups != [g["params"] for g in mine_shared.optimizer["param_groups"]]:
-            fail("the optimizer's parameter groups")
-        for index, moments in opt["state"].items():
-            if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(moments, dict):
-                fail("the optimizer state")
-            p = params[index]
-            for name in ("exp_avg", "exp_avg_sq"):
-                m = moments.get(name)
-                if not isinstance(m, torch.Tensor) or m.shape != p.shape or m.dtype != p.dtype:
-                    fail(f"the optimizer's {name} for a weight of shape {tuple(p.shape)}")
-            step = moments.get("step")
-            if not isinstance(step, torch.Tensor) or step.numel() != 1 or not step.is_floating_point():
-                fail("the optimizer's step count")
-        if not isinstance(shared.scheduler.get("last_epoch"), int) or shared.scheduler["last_epoch"] < 0:
-            fail("the learning-rate schedule")
-        if not 0 <= shared.step < 2**62 or not math.isfinite(shared.elapsed) or shared.elapsed < 0:
-            fail("the step count or clock")
-        want = self.hidden_shape()
-        if own.hidden and (len(own.hidden) != len(want) or any(
-                h.dtype != torch.float32 or h.dim() != 3 or h.shape[0] != want[0][0] or h.shape[2] != want[0][2]
-                for h in own.hidden)):
-            fail("the carried hidden state")
-        for saved, current in ((own.rng_cpu, mine.rng_cpu), *zip(own.rng_cuda, mine.rng_cuda, strict=False)):
-            if saved.dtype != torch.uint8 or saved.shape != current.shape:
-                fail("a random generator state")
-        self.batches.check_state(own.batches)
-
     def hidden_shape(self) -> list[tuple[int, int, int]]:
         """Shapes of the carried state's tensors: [(L, B, H)], twice for an LSTM (h and c)."""
         shape = (self.cfg.num_layers, self.cfg.batch_size, self.cfg.hidden_size)
         return [shape, shape] if self.cfg.cell == "lstm" else [shape]
+
+
+def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -> None:
+    """Raise Damaged unless a saved state has the structure, shapes and dtypes of ``trainer``'s own, so that a
+    damaged or hand-edited file never reaches the fused optimizer's kernels (which would read out of bounds)."""
+    mine_shared, mine = trainer.state()
+
+    def fail(what: str) -> None:
+        raise Damaged(f"{what} does not fit this model and run")
+
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    opt = shared.optimizer
+    if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        fail("the optimizer state")
+    groups = [g.get("params") if isinstance(g, dict) else None for g in opt["param_groups"]]
+    if groups != [g["params"] for g in mine_shared.optimizer["param_groups"]]:
+        fail("the optimizer's parameter groups")
+    for index, moments in opt["state"].items():
+        if not isinstance(index, int) or not 0 <= index < len(params) or not isinstance(moments, dict):
+            fail("the optimizer state")
+        p = params[index]
+        for name in ("exp_avg", "exp_avg_sq"):
+            m = moments.get(name)
+            if not isinstance(m, torch.Tensor) or m.shape != p.shape or m.dtype != p.dtype:
+                fail(f"the optimizer's {name} for a weight of shape {tuple(p.shape)}")
+        step = moments.get("step")
+        if not isinstance(step, torch.Tensor) or step.numel() != 1 or not step.is_floating_point():
+            fail("the optimizer's step count")
+    if not isinstance(shared.scheduler.get("last_epoch"), int) or shared.scheduler["last_epoch"] < 0:
+        fail("the learning-rate schedule")
+    if not 0 <= shared.step < 2**62 or not math.isfinite(shared.elapsed) or shared.elapsed < 0:
+        fail("the step count or clock")
+    want = trainer.hidden_shape()
+    if own.hidden and (len(own.hidden) != len(want) or any(
+            h.dtype != torch.float32 or h.dim() != 3 or h.shape[0] != want[0][0] or h.shape[2] != want[0][2]
+            for h in own.hidden)):
+        fail("the carried hidden state")
+    for saved, current in ((own.rng_cpu, mine.rng_cpu), *zip(own.rng_cuda, mine.rng_cuda, strict=False)):
+        if saved.dtype != torch.uint8 or saved.shape != current.shape:
+            fail("a random generator state")
+    trainer.batches.check_state(own.batches)

@@ -1,4 +1,7 @@
+import dataclasses
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,45 @@ def test_resume_state_refuses_code(tmp_path: Path):
     with pytest.raises(CharRNNError, match="refusing to load"):
         checkpoint.verify(path).resume_state()
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_failed_write_leaves_nothing_and_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch):
+    make(tmp_path, 10, 1.0)
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    model = CharRNN(ModelConfig(vocab_size=4, hidden_size=8, embedding_size=3))
+    meta = checkpoint.latest_of(tmp_path).meta
+    with pytest.raises(CharRNNError, match=r"cannot write a checkpoint in .*checkpoints \(\[enforce fail") as info:
+        checkpoint.save(tmp_path, model, dataclasses.replace(meta, step=20), schema_resume_state())
+    assert info.value.exit_code == 1 and "previous checkpoint is kept" in str(info.value)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000010"]  # no temp dir left
+    assert checkpoint.latest_of(tmp_path).step == 10
+
+
+def test_temp_dirs_of_a_killed_save_are_removed_by_the_next_save(tmp_path: Path):
+    make(tmp_path, 10, 1.0)
+    (tmp_path / "checkpoints" / ".tmp-step-00000020-999999").mkdir()
+    (tmp_path / "checkpoints" / ".old-step-00000010-999999").mkdir()
+    make(tmp_path, 30, 1.0)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-00000010", "step-00000030"]
+
+
+def test_the_latest_run_is_the_one_saved_last(tmp_path: Path):
+    runs = tmp_path / "runs"
+    make(runs / "b", 10, 1.0)
+    make(runs / "a", 10, 1.0)
+    assert checkpoint.find(None, runs).path.parent.parent.name == "a"
+    os.utime(runs / "b" / "checkpoints", ns=(time.time_ns() + 10**9,) * 2)  # b saves again, later
+    assert checkpoint.find(None, runs).path.parent.parent.name == "b"
+    assert checkpoint.latest_run(runs) == runs / "b"
+
+
+def schema_resume_state():
+    from charrnn.schema import ResumeState, TrainerState, WorkerState
+
+    return ResumeState(TrainerState(1, 1.0, 1.0, 1, 0, {"steps": 0.0, "loss": 0.0, "chars": 0}, {}, {}),
+                       [WorkerState({}, [], torch.get_rng_state(), [])])

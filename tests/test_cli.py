@@ -291,8 +291,6 @@ def damage(meta: dict, how: str) -> dict:
         meta["model"]["hidden_size"] = 100_000
     elif how == "deep":
         meta["model"]["num_layers"] = 100_000
-    elif how == "outside":
-        meta["files"]["../../escape"] = meta["files"].pop("trainer.pt")
     return meta
 
 
@@ -309,6 +307,10 @@ def test_damaged_checkpoints_are_reported_and_skipped(trained: Path, how: str):
         meta = json.loads((newest / "meta.json").read_text())
         meta["files"]["model.safetensors"] = {"size": (newest / "model.safetensors").stat().st_size,
                                               "sha256": checkpoint._sha256(newest / "model.safetensors")}
+    elif how == "outside":  # a manifest naming a real file elsewhere, with its true size and hash
+        meta = json.loads((newest / "meta.json").read_text())
+        corpus = trained.parent / "corpus.txt"
+        meta["files"]["../../../../corpus.txt"] = {"size": corpus.stat().st_size, "sha256": checkpoint._sha256(corpus)}
     else:
         meta = damage(json.loads((newest / "meta.json").read_text()), how)
     (newest / "meta.json").write_text(json.dumps(meta))
@@ -340,3 +342,28 @@ def test_output_problems_are_one_line(trained: Path, shell: str, code: int, mess
         assert result.returncode == code and result.stderr.splitlines()[0].startswith(message), result.stderr
     else:
         assert result.returncode == 141 and result.stderr == ""  # `head` left: quiet, like other tools
+
+
+def test_prefix_from_a_file_or_standard_input(trained: Path, tmp_path: Path):
+    path = tmp_path / "prefix.txt"
+    path.write_text("\ufeffmachine river", encoding="utf-8")
+    given = cli("generate", "--prefix", "machine river", "--greedy", "--length", "20").stdout
+    assert cli("generate", "--prefix-file", path, "--greedy", "--length", "20").stdout == given
+    piped = runner.invoke(app, ["generate", "--prefix-file", "-", "--greedy", "--length", "20"],
+                          input=b"machine river")
+    assert piped.exit_code == 0 and piped.stdout == given
+    assert_user_error(cli("generate", "--prefix", "a", "--prefix-file", path), 2, "not both")
+    assert_user_error(cli("generate", "--prefix-file", tmp_path / "nope.txt"), 2, "cannot read the prefix from")
+    path.write_bytes(b"caf\xe9")
+    assert_user_error(cli("generate", "--prefix-file", path), 2, "is not valid UTF-8 (bad byte at offset 3)")
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**63)])
+def test_generate_seed_must_fit(trained: Path, seed: str):
+    assert_user_error(cli("generate", "--seed", seed), 2, f"--seed must be a whole number from 0 to 2**63 - 1, "
+                      f"not {seed}")
+
+
+def test_length_zero_with_several_samples(trained: Path):
+    result = cli("generate", "--prefix", "ab", "--length", "0", "--num-samples", "2")
+    assert result.exit_code == 0 and result.stdout == "ab\n\nab\n"

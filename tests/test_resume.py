@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -180,12 +181,14 @@ def test_a_tampered_resume_state_is_an_error_not_a_crash(corpus: Path, tmp_path:
 def test_runs_started_together_get_their_own_directories(corpus: Path, tmp_path: Path):
     """As `for lr in 1e-3 3e-3; do charrnn train c.txt --lr $lr & done` does, in the same second."""
     args = ["train", str(corpus), "--steps", "10", *TINY_FLAGS]
-    procs = [subprocess.Popen([sys.executable, "-m", "charrnn", *args, "--lr", lr], cwd=tmp_path, env=env(),
+    same_second = "import sys, time; from charrnn import run, cli; run.time.strftime = lambda f: '20261127-120000'; " \
+                  "sys.argv = ['charrnn', *sys.argv[1:]]; cli.main()"  # both processes pick the same default name
+    procs = [subprocess.Popen([sys.executable, "-c", same_second, *args, "--lr", lr], cwd=tmp_path, env=env(),
                               stderr=subprocess.PIPE, text=True) for lr in ("1e-3", "3e-3")]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     dirs = sorted((tmp_path / "runs").iterdir())
-    assert len(dirs) == 2, errs
+    assert [d.name for d in dirs] == ["corpus-20261127-120000", "corpus-20261127-120000-2"], errs
     for lr in ("1e-3", "3e-3"):
         charrnn(*args, "--lr", lr, "--out", f"alone-{lr}", cwd=tmp_path)
     alone = {losses(tmp_path / f"alone-{lr}")[-1][2] for lr in ("1e-3", "3e-3")}
@@ -213,3 +216,19 @@ def test_warm_start_and_vocabulary_growth(corpus: Path, tmp_path: Path):
     assert tuned.model_config.hidden_size == 24
     out = charrnn("generate", "--checkpoint", "tuned", "--prefix", "Zürich", "--length", "5", cwd=tmp_path)
     assert out.stdout.startswith("Zürich")
+
+
+@slow
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(corpus: Path, tmp_path: Path):
+    """A file size limit (`ulimit -f`) stands in for a full disk: the weights fit, the optimizer state does not."""
+    charrnn("train", corpus, "--steps", 10, *TINY_FLAGS, "--out", "r", cwd=tmp_path)
+    limit = (tmp_path / "r" / "checkpoints" / "step-00000010" / "model.safetensors").stat().st_size + 4096
+    full = subprocess.run([sys.executable, "-m", "charrnn", "train", "--resume", "r", "--steps", "20"], cwd=tmp_path,
+                          env=env(), capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert full.returncode == 1, full.stderr
+    (line,) = [line for line in full.stderr.splitlines() if line.startswith("Error: ")]
+    assert "cannot write a checkpoint in r/checkpoints" in line and "the previous checkpoint is kept" in line
+    assert "Traceback" not in full.stderr
+    assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step-00000010"]
+    assert charrnn("train", "--resume", "r", "--steps", 20, cwd=tmp_path).returncode == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import torch
@@ -27,6 +29,8 @@ def generate_cmd(
     top_p: Annotated[float | None, typer.Option(help="Sample from the smallest set reaching this probability.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")] = None,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
+    prefix_file: Annotated[Path | None, typer.Option(help="Read the prefix from this UTF-8 file (- for standard "
+                                                     "input) instead of --prefix.", show_default=False)] = None,
     checkpoint_path: CheckpointOption = None,
     device: DeviceOption = "auto",
 ) -> None:
@@ -36,6 +40,12 @@ def generate_cmd(
         raise CharRNNError(f"--length must be >= 0, not {length}")
     if num_samples < 1:
         raise CharRNNError(f"--num-samples must be at least 1, not {num_samples}")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise CharRNNError(f"--seed must be a whole number from 0 to 2**63 - 1, not {seed}")
+    if prefix_file is not None:
+        if prefix:
+            raise CharRNNError("give the prefix with --prefix or with --prefix-file, not both")
+        prefix = _read_prefix(prefix_file)
     ckpt, model, dev = load(checkpoint_path, device)
     vocab = ckpt.vocab
     start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])
@@ -57,3 +67,13 @@ def generate_cmd(
         out.write("\n".join(prefix + vocab.decode(row) + "\n" for row in zip(*steps, strict=True))
                   if steps else "\n".join(prefix + "\n" for _ in range(num_samples)))
     out.flush()
+
+
+def _read_prefix(path: Path) -> str:
+    try:
+        raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except OSError as e:
+        raise CharRNNError(f"cannot read the prefix from {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise CharRNNError(f"the prefix in {path} is not valid UTF-8 (bad byte at offset {e.start})") from None
