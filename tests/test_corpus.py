@@ -434,9 +434,13 @@ def test_a_fifo_is_read_once(tmp_path: Path, corpus_cache: Path):
 
 def test_process_substitution_is_read_once(tmp_path: Path):
     r, w = os.pipe()
+
+    def write():
+        with os.fdopen(w, "wb") as f:
+            f.write(b"from a pipe\n" * 10)
+
+    threading.Thread(target=write, daemon=True).start()
     try:
-        write_in_thread(f"/dev/fd/{w}", b"from a pipe\n" * 10)
-        os.close(w)
         assert text_of(finishes(lambda: load_corpus(Path(f"/dev/fd/{r}")))) == "from a pipe\n" * 10
     finally:
         os.close(r)
