@@ -92,18 +92,52 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
+MAX_SEED = 2**63  # seeds are whole numbers in [0, 2**63): what torch and NumPy both accept
+# Upper bounds far beyond any model that fits in memory; they turn a typo into a message instead of an
+# integer overflow inside torch.
+LIMITS = {"embedding_size": 1 << 16, "hidden_size": 1 << 16, "num_layers": 64, "batch_size": 1 << 24,
+          "seq_len": 1 << 24, "steps": 2**53, "warmup_steps": 2**53, "eval_every": 2**53, "log_every": 2**53,
+          "keep": 1 << 20}
+
+
+def check_seed(seed: object, name: str = "seed") -> None:
+    """Reject a seed that torch or NumPy would refuse later (or that would wrap around)."""
+    ok = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < MAX_SEED
+    _check(ok, f"{name} must be a whole number from 0 to 2**63 - 1, not {seed!r}")
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Every setting has its declared type (ints are numbers too); every number is finite."""
+    for name, want in _field_types().items():
+        value = getattr(cfg, name)
+        if name == "seed" or (value is None and name == "max_time"):
+            continue  # check_seed says more
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if want is float:
+            _check(number, f"{name} must be a number, not {value!r}")
+            _check(math.isfinite(value), f"{name} must be a finite number, not {value!r}")
+        elif want is int:
+            _check(number and isinstance(value, int), f"{name} must be a whole number, not {value!r}")
+        else:
+            _check(isinstance(value, str), f"{name} must be a string, not {value!r}")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Reject values that cannot make a sensible run, with a message naming the setting."""
+    _check_types(cfg)
     for name in ("embedding_size", "hidden_size", "num_layers", "batch_size", "seq_len",
                  "steps", "eval_every", "log_every", "keep"):
         _check(getattr(cfg, name) >= 1, f"{name} must be at least 1, not {getattr(cfg, name)}")
+    for name, limit in LIMITS.items():
+        _check(getattr(cfg, name) <= limit, f"{name} must be at most {limit:,}, not {getattr(cfg, name):,}")
+    check_seed(cfg.seed)
     _check_choice("cell", cfg.cell, CELLS)
     _check_choice("batching", cfg.batching, BATCHINGS)
     _check_choice("device", cfg.device, DEVICES)
     _check_choice("precision", cfg.precision, PRECISIONS)
     _check(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), not {cfg.dropout}")
     _check(0.0 < cfg.val_fraction < 1.0, f"val_fraction must be in (0, 1), not {cfg.val_fraction}")
-    _check(cfg.lr > 0 and math.isfinite(cfg.lr), f"lr must be a positive number, not {cfg.lr}")
+    _check(cfg.lr > 0, f"lr must be a positive number, not {cfg.lr}")
     _check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, not {cfg.weight_decay}")
     _check(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, not {cfg.warmup_steps}")
     _check(0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], not {cfg.min_lr_ratio}")

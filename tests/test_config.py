@@ -1,8 +1,9 @@
+import math
 from pathlib import Path
 
 import pytest
 
-from charrnn.config import TrainConfig, load_file, resolve, to_toml
+from charrnn.config import TrainConfig, check_seed, load_file, resolve, to_toml
 from charrnn.errors import CharRNNError
 
 
@@ -67,4 +68,55 @@ def test_bad_values(bad: dict):
 
 def test_shipped_configs_load():
     for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.toml")):
+        resolve(path, {})
+
+
+# Hardening, round two (issue 10): seeds, sizes, types and non-finite numbers are refused up front.
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64 + 5, 1.5, True])
+def test_bad_seeds_are_refused_up_front(seed):
+    with pytest.raises(CharRNNError, match=r"seed must be a whole number from 0 to 2\*\*63 - 1"):
+        TrainConfig(seed=seed)
+    with pytest.raises(CharRNNError, match=r"--seed must be a whole number"):
+        check_seed(seed, "--seed")
+
+
+def test_the_extreme_good_seeds_are_accepted():
+    assert TrainConfig(seed=0).seed == 0 and TrainConfig(seed=2**63 - 1).seed == 2**63 - 1
+    check_seed(2**63 - 1, "--seed")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"hidden_size": 99999999999999999999}, "hidden_size must be at most 65,536"),
+        ({"hidden_size": 10**18}, "hidden_size must be at most"),
+        ({"embedding_size": 1 << 17}, "embedding_size must be at most"),
+        ({"num_layers": 65}, "num_layers must be at most 64"),
+        ({"batch_size": 2**40}, "batch_size must be at most"),
+        ({"seq_len": 2**40}, "seq_len must be at most"),
+        ({"steps": 2**64}, "steps must be at most"),
+        ({"hidden_size": 1e18}, "hidden_size must be a whole number, not 1e"),
+        ({"hidden_size": 64.0}, "hidden_size must be a whole number"),
+        ({"cell": 3}, "cell must be a string"),
+        ({"lr": "fast"}, "lr must be a number"),
+    ],
+)
+def test_sizes_and_types_are_bounded(bad: dict, message: str):
+    with pytest.raises(CharRNNError, match=message):
+        TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("name", ["lr", "weight_decay", "dropout", "clip", "min_lr_ratio", "val_fraction",
+                                  "max_time"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_float_setting_must_be_finite(name: str, value: float):
+    with pytest.raises(CharRNNError, match=f"{name} must be a finite number"):
+        TrainConfig(**{name: value})
+
+
+def test_inf_in_a_toml_file_names_the_setting(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text("weight_decay = inf\n")
+    with pytest.raises(CharRNNError, match="weight_decay must be a finite number, not inf"):
         resolve(path, {})
