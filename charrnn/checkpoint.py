@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load
+from safetensors.torch import save as save_weights
 
 from charrnn import __version__
 from charrnn.config import ModelConfig
@@ -63,13 +64,8 @@ class Checkpoint:
     def load_model(self, device: torch.device | str = "cpu") -> CharRNN:
         """The model with these weights. Its shape is checked against the weights file's header before
         anything is allocated, so metadata claiming a huge model costs nothing."""
-        try:
-            _check_shapes(self.path / WEIGHTS, self.model_config)
-            weights = load_file(self.path / WEIGHTS, device="cpu")
-            model = CharRNN(self.model_config)
-            model.load_state_dict(weights)
-        except (SafetensorError, RuntimeError, OSError) as e:
-            raise CharRNNError(f"checkpoint {self.path} has unreadable weights ({e}): train again") from None
+        model = CharRNN(self.model_config)
+        model.load_state_dict(read_weights(self.path, self.model_config))
         return model.to(device)
 
     def resume_state(self) -> ResumeState:
@@ -84,17 +80,47 @@ class Checkpoint:
         return ResumeState.from_dict(raw, str(path))
 
 
-def _check_shapes(path: Path, config: ModelConfig) -> None:
-    """Raise unless the weights file holds exactly the tensors of a model with ``config``."""
-    with safe_open(path, "pt") as f:
-        found = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The weights of checkpoint ``path``, checked to be exactly those of a model with ``config`` (from the file's
+    header, before anything is allocated: metadata claiming a huge model costs nothing) and finite."""
+    file = path / WEIGHTS
+    try:
+        data = file.read_bytes()  # bytes, not a path: safetensors wants paths in UTF-8, file names need not be
+        found = _header_shapes(data)
+    except (OSError, ValueError) as e:
+        raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
     vocab, hidden = config.vocab_size, config.hidden_size
     cheap = {"embed.weight": (vocab, config.embedding_size), "head.weight": (vocab, hidden)}
     plausible = all(found.get(k) == v for k, v in cheap.items()) and config.num_layers < len(found)
     with torch.device("meta"):  # shapes only: nothing is allocated
         expected = {k: tuple(v.shape) for k, v in CharRNN(config).state_dict().items()} if plausible else {}
     if found != expected:
-        raise RuntimeError(f"the weights do not fit the model the metadata describes ({config})")
+        raise CharRNNError(f"checkpoint {path} has weights that do not fit the model its {META} describes")
+    try:
+        weights = load(data)
+    except (SafetensorError, RuntimeError) as e:
+        raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
+    if not all(torch.isfinite(w).all() for w in weights.values()):
+        raise CharRNNError(f"checkpoint {path} has weights that are not finite (NaN or infinity)")
+    return weights
+
+
+def _header_shapes(data: bytes) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header (8-byte little-endian length, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or size > len(data) - 8:
+        raise ValueError("the safetensors header is cut short")
+    header = json.loads(data[8 : 8 + size])
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not an object")
+    shapes = {}
+    for name, entry in header.items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if name != "__metadata__":
+            if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+                raise ValueError(f"tensor {name!r} has no valid shape")
+            shapes[name] = tuple(shape)
+    return shapes
 
 
 def _sha256(path: Path) -> str:
@@ -148,12 +174,13 @@ def save(run_dir: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeStat
 
 def _write(tmp: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeState | None) -> None:
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, tmp / WEIGHTS)
+    (tmp / WEIGHTS).write_bytes(save_weights(weights))
     if resume is not None:
         torch.save(resume.to_dict(), tmp / TRAINER)
     files = {p.name: FileEntry(p.stat().st_size, _sha256(p)) for p in sorted(tmp.iterdir())}
     meta = replace(meta, files=files, charrnn_version=__version__)
-    (tmp / META).write_text(json.dumps(meta.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+    # ASCII with \u escapes: a path that is not valid UTF-8 (held as lone surrogates) survives the round trip
+    (tmp / META).write_text(json.dumps(meta.to_dict(), indent=1), encoding="utf-8")
     for p in tmp.iterdir():
         _fsync(p)
     _fsync(tmp)
@@ -184,13 +211,7 @@ def verify(path: Path) -> Checkpoint:
             raise CharRNNError(f"checkpoint {path} is corrupt or incomplete: {name} does not match its manifest")
     if WEIGHTS not in meta.files:
         raise CharRNNError(f"checkpoint {path} is incomplete: no {WEIGHTS}")
-    try:
-        _check_shapes(path / WEIGHTS, meta.model)
-        weights = load_file(path / WEIGHTS, device="cpu")
-    except (SafetensorError, RuntimeError, OSError) as e:
-        raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
-    if not all(torch.isfinite(w).all() for w in weights.values()):
-        raise CharRNNError(f"checkpoint {path} has weights that are not finite (NaN or infinity)")
+    read_weights(path, meta.model)
     return Checkpoint(path, meta)
 
 

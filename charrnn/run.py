@@ -30,7 +30,7 @@ import torch
 
 from charrnn import checkpoint, config, devices, dist
 from charrnn.config import TrainConfig, to_toml
-from charrnn.corpus import Corpus, Progress, load_corpus, scan, vocab_of
+from charrnn.corpus import CacheError, Corpus, Progress, load_corpus, scan, vocab_of
 from charrnn.data import split
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
@@ -155,12 +155,19 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
 
 
 def training_corpus(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> Corpus | None:
-    """The corpus a checkpoint was trained on, encoded with its vocabulary; None if it is unreadable or
-    no longer the same file (its SHA-256 differs)."""
+    """The corpus a checkpoint was trained on, encoded with its vocabulary and checked byte for byte against the
+    SHA-256 it had (never trusted to the cache); None if it is no longer that text. An error if it is gone or
+    cannot be read (or the cache cannot be written: that is not a changed corpus)."""
     source = ckpt.meta.corpus
+    path = Path(source.path)
+    if not path.is_file():
+        raise CharRNNError(f"the run's corpus {path} is gone: it is needed to resume or to score the run's own "
+                           "validation split (pass the text to score: `charrnn eval FILE`)")
     try:
-        corpus = load_corpus(Path(source.path), source.encoding, source.errors, ckpt.vocab, progress)
-    except CharRNNError:
+        corpus = load_corpus(path, source.encoding, source.errors, ckpt.vocab, progress, verify=True)
+    except CacheError:
+        raise
+    except CharRNNError:  # characters the model has never seen: another text
         return None
     return corpus if corpus.sha256 == source.sha256 else None
 
@@ -168,8 +175,6 @@ def training_corpus(ckpt: checkpoint.Checkpoint, progress: Progress | None = Non
 def validation_split(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> tuple[Any, str]:
     """Re-create the validation split a checkpoint was scored on, refusing a changed corpus: (tokens, name)."""
     path = Path(ckpt.meta.corpus.path)
-    if not path.is_file():
-        raise CharRNNError(f"the run's corpus {path} is gone: pass the text to score, `charrnn eval FILE`")
     corpus = training_corpus(ckpt, progress)
     if corpus is None:
         raise CharRNNError(f"the run's corpus {path} has changed since training: pass the text to score")

@@ -241,7 +241,7 @@ def test_eval_needs_the_unchanged_corpus(trained: Path, corpus: Path):
     corpus.write_text(corpus.read_text(encoding="utf-8") + "machine", encoding="utf-8")
     assert_user_error(cli("eval"), 2, f"the run's corpus {corpus} has changed since training")
     corpus.unlink()
-    assert_user_error(cli("eval"), 2, f"the run's corpus {corpus} is gone: pass the text to score")
+    assert_user_error(cli("eval"), 2, f"the run's corpus {corpus} is gone: it is needed to resume or to score")
 
 
 def test_mistyped_flag_values_are_usage_errors(corpus: Path):
@@ -367,3 +367,16 @@ def test_generate_seed_must_fit(trained: Path, seed: str):
 def test_length_zero_with_several_samples(trained: Path):
     result = cli("generate", "--prefix", "ab", "--length", "0", "--num-samples", "2")
     assert result.exit_code == 0 and result.stdout == "ab\n\nab\n"
+
+
+def test_a_file_name_that_is_not_utf8(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = os.fsdecode(b"caf\xe9.txt")  # how Python holds a non-UTF-8 file name: a lone surrogate
+    (tmp_path / name).write_text("machine river bread light " * 200, encoding="utf-8")
+    result = cli("train", name, "--steps", "2", "--eval-every", "2", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    score = cli("eval", "--json")
+    assert score.exit_code == 0, score.output
+    assert json.loads(score.stdout)["text"].startswith(str(tmp_path / name).encode("utf-8", "surrogateescape")
+                                                       .decode("utf-8", "replace")[:5])
+    assert cli("eval").exit_code == 0

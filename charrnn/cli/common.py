@@ -97,6 +97,11 @@ def _silence_stdout() -> None:
         pass
 
 
+def printable(path: object) -> str:
+    """A path as text that any UTF-8 output can show (a file name that is not UTF-8 gets U+FFFD)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def stdout() -> TextIO:
     """The standard output, for the product; an error if it was closed (``>&-``)."""
     if sys.stdout is None:

@@ -18,6 +18,7 @@ from charrnn.cli.common import (
     app,
     check_errors_policy,
     load,
+    printable,
     stdout,
     user_errors,
 )
@@ -55,6 +56,6 @@ def eval_cmd(
         print(json.dumps({**numbers, "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step},
                          allow_nan=False), file=out)
         return
-    print(f"text        {source}\ncheckpoint  {ckpt.path} (step {ckpt.step})\n"
+    print(f"text        {printable(source)}\ncheckpoint  {printable(ckpt.path)} (step {ckpt.step})\n"
           f"loss        {score.loss:.4f} nats/char\nbpc         {score.bpc:.4f} bits/char\n"
           f"perplexity  {score.perplexity:.4f}\nchars       {score.chars:,}", file=out)

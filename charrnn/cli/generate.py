@@ -10,9 +10,10 @@ from typing import Annotated
 import torch
 import typer
 
+from charrnn import config
 from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, stdout, user_errors
 from charrnn.errors import CharRNNError
-from charrnn.sample import Sampling, generate
+from charrnn.sample import Sampling, generate, generate_chunks
 
 FLUSH_EVERY = 0.05  # seconds between flushes of streamed text
 
@@ -40,8 +41,8 @@ def generate_cmd(
         raise CharRNNError(f"--length must be >= 0, not {length}")
     if num_samples < 1:
         raise CharRNNError(f"--num-samples must be at least 1, not {num_samples}")
-    if seed is not None and not 0 <= seed < 2**63:
-        raise CharRNNError(f"--seed must be a whole number from 0 to 2**63 - 1, not {seed}")
+    if seed is not None:
+        config.check_seed(seed, "--seed")
     if prefix_file is not None:
         if prefix:
             raise CharRNNError("give the prefix with --prefix or with --prefix-file, not both")
@@ -50,22 +51,23 @@ def generate_cmd(
     vocab = ckpt.vocab
     start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])
     ids = torch.from_numpy(vocab.encode(start, "the prefix").astype("int64"))
-    generator = torch.Generator(dev)
-    generator.manual_seed(seed if seed is not None else int(time.time_ns() % 2**63))
+    seed = seed if seed is not None else time.time_ns() % 2**63
     out = stdout()
     if num_samples == 1:
         out.write(prefix)
         last_flush = time.monotonic()
-        for token in generate(model, ids, length, how, generator):
+        for token in generate(model, ids, length, how, torch.Generator(dev).manual_seed(seed)):
             out.write(vocab.chars[int(token)])
             if time.monotonic() - last_flush > FLUSH_EVERY:
                 out.flush()
                 last_flush = time.monotonic()
         out.write("\n")
     else:
-        steps = [step.tolist() for step in generate(model, ids, length, how, generator, num_samples)]  # (length, N)
-        out.write("\n".join(prefix + vocab.decode(row) + "\n" for row in zip(*steps, strict=True))
-                  if steps else "\n".join(prefix + "\n" for _ in range(num_samples)))
+        separator = ""
+        for chunk in generate_chunks(model, ids, length, how, seed, num_samples):  # (n, length): bounded memory
+            for row in chunk.tolist():
+                out.write(f"{separator}{prefix}{vocab.decode(row)}\n")
+                separator = "\n"  # samples are separated by a blank line
     out.flush()
 
 
