@@ -373,8 +373,8 @@ def _encode_to(path: Path, vocab: Vocab, encoding: str, errors: str, out: Path, 
                 ok, ids = known[clipped], lut[clipped]
             if not ok.all():
                 unknown += int((~ok).sum())
-                if len(examples) < 5:
-                    examples.update(dict.fromkeys(chr(p) for p in points[~ok][:1000]))
+                _, first = np.unique(points[~ok], return_index=True)  # each new character once, in text order
+                examples.update(dict.fromkeys(chr(p) for p in points[~ok][np.sort(first)]))
             elif not unknown:
                 data = ids.tobytes()
                 f.write(data)

@@ -35,9 +35,12 @@ def describe_chars(chars: Iterable[str], limit: int = 5) -> str:
 
 
 def unknown_error(what: str, count: int, chars: Iterable[str]) -> CharRNNError:
-    """The one error for text with characters outside a vocabulary: how many, and which."""
-    return CharRNNError(f"{what} has {count} character(s) the model has never seen: {describe_chars(chars)}; "
-                        "remove them, or train on text that contains them")
+    """The one error for text with characters outside a vocabulary: which distinct characters (``chars``, in
+    order of appearance), and how often they occur (``count``) when that is more."""
+    chars = list(chars)
+    times = f" ({count:,} times in all)" if count > len(chars) else ""
+    return CharRNNError(f"{what} has {len(chars)} character(s) the model has never seen{times}: "
+                        f"{describe_chars(chars)}; remove them, or train on text that contains them")
 
 
 class Vocab:
