@@ -51,3 +51,83 @@ def test_derived_metrics():
     assert s.perplexity == pytest.approx(math.exp(1.5))
     assert s.bpc == pytest.approx(1.5 / math.log(2))
     assert ev.Score(loss=0.0, chars=1).perplexity == 1.0
+
+
+# --- exactness against a model with real memory ----------------------------------------------------------------
+
+def naive_loss(model: CharRNN, tokens: np.ndarray) -> float:
+    """Mean cross-entropy from one character at a time, the state carried through the whole text, in float64."""
+    total, state = 0.0, None
+    with torch.no_grad():
+        for a, b in zip(tokens[:-1], tokens[1:], strict=True):
+            logits, state = model.eval()(torch.tensor([[int(a)]]), state)
+            total -= logits[0, -1].double().log_softmax(-1)[int(b)].item()
+    return total / (len(tokens) - 1)
+
+
+def hand_set(vocab: int, hidden: int, w_ih: torch.Tensor, w_hh: torch.Tensor, head_w: torch.Tensor,
+             head_b: torch.Tensor) -> CharRNN:
+    """A one-layer tanh RNN with one-hot embeddings and the given weights (no biases in the core)."""
+    model = CharRNN(ModelConfig(vocab_size=vocab, cell="rnn", embedding_size=vocab, hidden_size=hidden,
+                                num_layers=1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.embed.weight.copy_(torch.eye(vocab))
+        model.rnn.weight_ih_l0.copy_(w_ih)
+        model.rnn.weight_hh_l0.copy_(w_hh)
+        model.head.weight.copy_(head_w)
+        model.head.bias.copy_(head_b)
+    return model.eval()
+
+
+def latch() -> CharRNN:
+    """Tokens x y c d. One saturated unit remembers forever whether it last saw x (+1) or y (-1) and predicts
+    c after x, d after y; from a zero state it stays at 0 and cannot tell."""
+    w_ih = torch.tensor([[30.0, -30.0, 0.0, 0.0]])
+    head_w = torch.tensor([[0.0], [0.0], [4.0], [-4.0]])
+    return hand_set(4, 1, w_ih, torch.tensor([[10.0]]), head_w, torch.tensor([-10.0, -10.0, 0.0, 0.0]))
+
+
+COUNT = 16
+
+
+def counter() -> CharRNN:
+    """Tokens a b. A saturated shift register of COUNT units counts the b's since the last a (an a resets it
+    exactly, so no memory reaches further back than one gap) and predicts the next a from the count."""
+    w_ih = torch.zeros(COUNT, 2)
+    w_ih[:, 0] = -30.0
+    w_ih[0, 0], w_ih[0, 1] = 30.0, -30.0
+    w_hh = 10.0 * torch.diag(torch.ones(COUNT - 1), -1)  # unit k copies unit k-1
+    c = torch.linspace(-3.0, 3.0, COUNT)  # logit of "a comes next" after k b's
+    head_w = torch.stack([c / 2, torch.zeros(COUNT)])
+    return hand_set(2, COUNT, w_ih, w_hh, head_w, torch.tensor([float(c.sum()) / 2, 0.0]))
+
+
+def chunk_budget(model: CharRNN, streams: int, columns: int) -> int:
+    cfg = model.config
+    return columns * streams * (cfg.vocab_size + 4 * cfg.hidden_size * cfg.num_layers)
+
+
+def test_one_stream_carries_the_state_across_chunks(monkeypatch: pytest.MonkeyPatch):
+    model = latch()
+    tokens = np.array([0] + [2] * 150 + [1] + [3] * 150)  # x c c c ... y d d d ...
+    monkeypatch.setattr(ev, "ACTIVATION_BUDGET", chunk_budget(model, 1, 7))  # 43 chunks of 7 columns
+    assert len(ev._layout(len(tokens))[1]) == 1
+    score = ev.evaluate(model, tokens, torch.device("cpu"))
+    want = naive_loss(model, tokens)
+    assert want < 0.1  # the model knows the text once it has seen its first character...
+    assert score.loss == pytest.approx(want, rel=1e-6)  # ...and evaluation never made it forget
+
+
+def test_streams_and_chunks_equal_one_pass_when_memory_fits_the_context(monkeypatch: pytest.MonkeyPatch):
+    model = counter()
+    rng = np.random.default_rng(3)
+    tokens = np.concatenate([[0] + [1] * int(k) for k in rng.integers(2, COUNT - 1, 120)])[:1000]
+    monkeypatch.setattr(ev, "MIN_STREAM_LEN", 100)
+    monkeypatch.setattr(ev, "CONTEXT", 2 * COUNT)  # longer than any gap between a's
+    monkeypatch.setattr(ev, "ACTIVATION_BUDGET", chunk_budget(model, 9, 5))
+    assert len(ev._layout(len(tokens))[1]) == 9
+    score = ev.evaluate(model, tokens, torch.device("cpu"))
+    assert score.chars == len(tokens) - 1
+    assert score.loss == pytest.approx(naive_loss(model, tokens), rel=1e-6)
