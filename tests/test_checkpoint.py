@@ -82,3 +82,38 @@ def test_trainer_state_refuses_code(tmp_path: Path):
     with pytest.raises(CharRNNError, match="refusing to load"):
         checkpoint.Checkpoint(path, {}).trainer_state()
     assert not (tmp_path / "pwned").exists()
+
+
+def usable(run_dir: Path, which: str) -> tuple[int, list[str]]:
+    """The step of the checkpoint ``latest`` / ``best`` picks, and the warnings about skipped ones (the one
+    place these tests call the pickers, so a change of their signature is one edit)."""
+    warn: list[str] = []
+    picked = {"latest": checkpoint.latest_of, "best": checkpoint.best_of}[which](run_dir, warn)
+    return picked.step, warn
+
+
+def flip_byte(path: Path, where: float = 0.5) -> None:
+    """Corrupt a file without changing its size: one byte inverted, ``where`` of the way in."""
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * where)
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "trainer.pt"])
+@pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
+def test_same_size_corruption_is_detected_and_skipped(tmp_path: Path, name: str, where: float):
+    for step, loss in [(10, 2.0), (20, 1.0)]:
+        torch.manual_seed(step)
+        model = CharRNN(ModelConfig(vocab_size=4, hidden_size=8, embedding_size=3))
+        checkpoint.save(tmp_path, step, model, Vocab(list("abcd")), {"metrics": {"val_loss": loss}},
+                        trainer_state={"step": step, "moments": torch.randn(16)})
+    newer = tmp_path / "checkpoints" / "step-00000020"
+    size = (newer / name).stat().st_size
+    flip_byte(newer / name, where)
+    assert (newer / name).stat().st_size == size
+    with pytest.raises(CharRNNError, match=f"corrupt or incomplete: {name} does not match"):
+        checkpoint.verify(newer)
+    for which in ("latest", "best"):  # the corrupt one was both the newest and the best
+        step, warn = usable(tmp_path, which)
+        assert step == 10 and len(warn) == 1 and "step-00000020" in warn[0]
