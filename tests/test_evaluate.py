@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from charrnn import evaluate as ev
 from charrnn.config import ModelConfig
+from charrnn.dist import World
 from charrnn.model import CharRNN
 
 
@@ -51,6 +52,49 @@ def test_derived_metrics():
     assert s.perplexity == pytest.approx(math.exp(1.5))
     assert s.bpc == pytest.approx(1.5 / math.log(2))
     assert ev.Score(loss=0.0, chars=1).perplexity == 1.0
+    assert s.to_dict() == {"loss": 1.5, "bpc": s.bpc, "perplexity": s.perplexity, "chars": 10}
+    assert ev.Score(loss=1e6, chars=1).perplexity == math.exp(700.0)  # a diverged loss prints, never raises
+
+
+def test_too_short_texts(model: CharRNN):
+    for n in (0, 1):
+        score = ev.evaluate(model, np.zeros(n, dtype=np.int64), torch.device("cpu"))
+        assert score.chars == 0 and math.isnan(score.loss)
+    tokens = np.array([3, 5])
+    score = ev.evaluate(model, tokens, torch.device("cpu"))
+    assert score.chars == 1 and score.loss == pytest.approx(single_pass(model, tokens), rel=1e-6)
+
+
+def test_dropout_is_off_while_evaluating_and_the_mode_restored(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ev, "ACTIVATION_BUDGET", 1)  # below one column: one column at a time
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=7, hidden_size=16, embedding_size=4, num_layers=2, dropout=0.5))
+    tokens = np.random.default_rng(0).integers(0, 7, 60)
+    want = single_pass(model.eval(), tokens)
+    model.train()
+    assert ev.evaluate(model, tokens, torch.device("cpu")).loss == pytest.approx(want, rel=1e-6)
+    assert model.training
+
+
+def test_workers_split_the_streams_and_sum(monkeypatch: pytest.MonkeyPatch):
+    """Two data-parallel workers, simulated in turn: each scores its own streams; the sum is the whole."""
+    monkeypatch.setattr(ev, "MIN_STREAM_LEN", 100)
+    model = counter()
+    tokens = np.concatenate([[0] + [1] * (k % 11 + 2) for k in range(200)])[:1000]
+    solo = ev.evaluate(model, tokens, torch.device("cpu"))
+    totals = []
+    monkeypatch.setattr(ev, "all_sum_", lambda world, total: totals.append(total.item()))
+    for rank in (0, 1):
+        ev.evaluate(model, tokens, torch.device("cpu"), World(rank=rank, world_size=2))
+    assert totals[0] != pytest.approx(totals[1])
+    assert (totals[0] + totals[1]) / (len(tokens) - 1) == pytest.approx(solo.loss, rel=1e-6)
+
+    def other_rank_adds(world: World, total: torch.Tensor) -> None:
+        total += totals[1]
+
+    monkeypatch.setattr(ev, "all_sum_", other_rank_adds)
+    assert ev.evaluate(model, tokens, torch.device("cpu"), World(rank=0, world_size=2)).loss == \
+        pytest.approx(solo.loss, rel=1e-6)
 
 
 # --- exactness against a model with real memory ----------------------------------------------------------------

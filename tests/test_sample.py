@@ -181,6 +181,8 @@ def test_top_p_keeps_the_smallest_set_that_reaches_it():
     for how, size in [(Sampling(top_p=0.5), 2), (Sampling(top_p=0.51), 3), (Sampling(top_p=1.0), 4),
                       (Sampling(top_k=4), 4), (Sampling(top_k=5), 4)]:
         assert [len(k) for k in kept_by_probe(logits, how, check=False)] == [size]
+    # top_p = 1 filters nothing, even where float32 cumulative sums reach 1 before the last token
+    assert kept_by_probe(torch.tensor([[0.0, -40.0, -40.0]]), Sampling(top_p=1.0), check=False) == [{0, 1, 2}]
 
 
 def test_greedy_takes_each_rows_argmax_whatever_the_temperature():
@@ -191,11 +193,25 @@ def test_greedy_takes_each_rows_argmax_whatever_the_temperature():
 
 
 def test_greedy_generation_follows_the_argmax_chain():
+    """From the prefix's last position: each prefix token would start a different chain."""
     transitions = torch.cat([LOGITS, LOGITS.flip(1)[:3]])
-    out = torch.stack(list(generate(markov_model(transitions), torch.tensor([4]), 12, Sampling(greedy=True),
+    out = torch.stack(list(generate(markov_model(transitions), torch.tensor([1, 3, 4]), 12, Sampling(greedy=True),
                                     None, 2)), dim=1)
+    assert transitions[[1, 3, 4]].argmax(dim=-1).unique().numel() == 3
     token, chain = 4, []
     for _ in range(12):
         token = int(transitions[token].argmax())
         chain.append(token)
     assert out.tolist() == [chain, chain]
+
+
+def test_one_sample_by_default_and_dropout_off_while_generating():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=9, hidden_size=16, embedding_size=4, num_layers=2, dropout=0.5))
+    prefix = torch.tensor([1, 2, 3, 4, 5, 6])
+    want = torch.stack(list(generate(model.eval(), prefix, 8, Sampling(greedy=True))), dim=1)
+    assert want.shape == (1, 8)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        got = torch.stack(list(generate(model.train(), prefix, 8, Sampling(greedy=True))), dim=1)
+        assert torch.equal(got, want)
