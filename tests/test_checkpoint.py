@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,102 @@ def test_same_size_corruption_is_detected_and_skipped(tmp_path: Path, name: str,
     for which in ("latest", "best"):  # the corrupt one was both the newest and the best
         step, warn = usable(tmp_path, which)
         assert step == 10 and len(warn) == 1 and "step-00000020" in warn[0]
+
+
+def test_every_unusable_checkpoint_is_refused_with_its_reason(tmp_path: Path):
+    _, path = make(tmp_path, 3, 1.0)
+    meta = json.loads((path / "meta.json").read_text())
+    cases = [
+        ({**meta, "version": "1"}, "upgrade charrnn"),
+        ({**meta, "files": {k: v for k, v in meta["files"].items() if k != "model.safetensors"}},
+         "incomplete: no model.safetensors"),
+        ({**meta, "files": {**meta["files"], "trainer.pt": {"size": 1, "sha256": "0" * 64}}},
+         "trainer.pt does not match"),
+        ([meta], "not a charrnn checkpoint \\(unknown format\\)"),
+    ]
+    for bad, message in cases:
+        (path / "meta.json").write_text(json.dumps(bad))
+        with pytest.raises(CharRNNError, match=message):
+            checkpoint.verify(path)
+    (path / "meta.json").write_text(json.dumps({**meta, "version": checkpoint.VERSION}))
+    assert checkpoint.verify(path).step == 3
+    (path / "meta.json").write_text("{not json")
+    with pytest.raises(CharRNNError, match="corrupt meta.json"):
+        checkpoint.verify(path)
+    (path / "meta.json").unlink()
+    with pytest.raises(CharRNNError, match="no meta.json"):
+        checkpoint.verify(path)
+
+
+def test_metadata_and_trainer_state_round_trip(tmp_path: Path):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=3, cell="gru", hidden_size=5, embedding_size=2, num_layers=1))
+    state = {"step": 7, "moments": torch.arange(4.0), "rng": [1, 2]}
+    path = checkpoint.save(tmp_path, 7, model, Vocab(list("xyz")), {"note": "hi"}, trainer_state=state)
+    ckpt = checkpoint.verify(path)
+    assert ckpt.model_config == model.config and ckpt.vocab == Vocab(list("xyz")) and ckpt.val_loss is None
+    assert ckpt.meta["note"] == "hi" and ckpt.meta["format"] == checkpoint.FORMAT
+    got = ckpt.trainer_state()
+    assert got["step"] == 7 and torch.equal(got["moments"], state["moments"]) and got["rng"] == [1, 2]
+    _, plain = make(tmp_path, 8, None)
+    with pytest.raises(CharRNNError, match="holds no training state"):
+        checkpoint.verify(plain).trainer_state()
+
+
+def test_unreadable_weights_are_an_error_not_a_crash(tmp_path: Path):
+    _, path = make(tmp_path, 1, 1.0)
+    ckpt = checkpoint.verify(path)
+    (path / "model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(CharRNNError, match="unreadable weights"):
+        ckpt.load_model()
+
+
+def test_resaving_a_step_replaces_it(tmp_path: Path):
+    make(tmp_path, 10, 1.0, seed=0)
+    model, path = make(tmp_path, 10, 0.5, seed=1)
+    loaded = checkpoint.verify(path).load_model()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+    assert checkpoint.verify(path).val_loss == 0.5
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000010"]
+
+
+def test_pickers_on_ties_unscored_and_leftovers(tmp_path: Path):
+    for step, loss in [(10, 1.0), (20, 1.0), (30, 2.0)]:
+        make(tmp_path, step, loss)
+    assert checkpoint.best_of(tmp_path, []).step == 20  # a tie goes to the newer
+    (tmp_path / "checkpoints" / ".tmp-step-00000040-1").mkdir()  # an interrupted save
+    (tmp_path / "checkpoints" / "step-notes.txt").write_text("")
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [f"step-000000{s}" for s in (10, 20, 30)]
+    assert checkpoint.list_checkpoints(tmp_path / "nothing") == []
+    other = tmp_path / "unscored"
+    for step in (5, 6):
+        make(other, step, None)
+    assert checkpoint.best_of(other, []).step == 6
+    with pytest.raises(CharRNNError, match="no usable checkpoint"):
+        checkpoint.latest_of(tmp_path / "nothing", [])
+    with pytest.raises(CharRNNError, match="no usable checkpoint"):
+        checkpoint.best_of(tmp_path / "nothing", [])
+
+
+def test_prune_keeps_the_newest_and_the_best(tmp_path: Path):
+    for step, loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5), (50, 2.6)]:
+        make(tmp_path, step, loss)
+    checkpoint.prune(tmp_path, keep=2)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-00000020", "step-00000040",
+                                                                          "step-00000050"]
+
+
+def test_latest_run_and_resolve_latest(tmp_path: Path):
+    runs = tmp_path / "runs"
+    for name, step in [("a", 1), ("b", 2)]:
+        make(runs / name, step, None)
+    (runs / "empty").mkdir()
+    os.utime(runs / "b" / "checkpoints", ns=(10**18, 10**18))  # b was last written to in 2001
+    assert checkpoint.latest_run(runs) == runs / "a"
+    assert checkpoint.resolve(None, runs, []).step == 1
+    make(runs / "a", 3, 5.0)
+    assert checkpoint.resolve(runs / "a", runs, []).step == 1  # the best by default
+    assert checkpoint.resolve(runs / "a", runs, [], best=False).step == 3
+    with pytest.raises(CharRNNError, match="does not exist"):
+        checkpoint.resolve(runs / "missing", runs, [])
