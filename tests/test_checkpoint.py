@@ -207,7 +207,7 @@ def test_prune_keeps_the_newest_and_the_best(tmp_path: Path):
 def test_latest_run_and_resolve_latest(tmp_path: Path):
     runs = tmp_path / "runs"
     for name, step in [("a", 1), ("b", 2)]:
-        make(runs / name, step, None)
+        make(runs / name, step, 1.0)
     (runs / "empty").mkdir()
     os.utime(runs / "b" / "checkpoints", ns=(10**18, 10**18))  # b was last written to in 2001
     assert checkpoint.latest_run(runs) == runs / "a"
