@@ -175,3 +175,11 @@ def test_streams_and_chunks_equal_one_pass_when_memory_fits_the_context(monkeypa
     score = ev.evaluate(model, tokens, torch.device("cpu"))
     assert score.chars == len(tokens) - 1
     assert score.loss == pytest.approx(naive_loss(model, tokens), rel=1e-6)
+
+
+def test_a_worker_without_streams_adds_nothing(model: CharRNN, monkeypatch: pytest.MonkeyPatch):
+    totals = []
+    monkeypatch.setattr(ev, "all_sum_", lambda world, total: totals.append(total.item()))
+    tokens = np.random.default_rng(0).integers(0, 7, 50)  # one stream: worker 1 of 2 has none
+    ev.evaluate(model, tokens, torch.device("cpu"), World(rank=1, world_size=2))
+    assert totals == [0.0]
