@@ -29,7 +29,7 @@ def test_plain_rnn_matches_the_equations():
     torch.testing.assert_close(logits, naive_rnn(model, idx))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "mingru", "minlstm"])
 def test_whole_sequence_equals_halves_with_state_carried(cell: str):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=13, cell=cell, embedding_size=4, hidden_size=6, num_layers=2))
@@ -93,3 +93,11 @@ def test_one_layer_has_no_inter_layer_dropout_and_batch_comes_first():
     assert model.rnn.dropout == 0.0 and model.rnn.batch_first and model.drop.p == 0.3
     deep = CharRNN(ModelConfig(vocab_size=5, cell="gru", embedding_size=3, hidden_size=4, num_layers=2, dropout=0.3))
     assert deep.rnn.dropout == 0.3
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_min_cells_shapes(cell: str):
+    model = CharRNN(ModelConfig(vocab_size=5, cell=cell, embedding_size=3, hidden_size=4, num_layers=3, dropout=0.2))
+    logits, h = model(torch.zeros(2, 7, dtype=torch.long))
+    assert logits.shape == (2, 7, 5) and h.shape == (3, 2, 4)
+    assert len(model.rnn.blocks) == 3 and model.rnn.blocks[0].cell.kind == cell and model.rnn.blocks[0].drop.p == 0.2
