@@ -74,6 +74,16 @@ def test_dropout_is_off_while_evaluating_and_the_mode_restored(monkeypatch: pyte
     model.train()
     assert ev.evaluate(model, tokens, torch.device("cpu")).loss == pytest.approx(want, rel=1e-6)
     assert model.training
+    ev.evaluate(model.eval(), tokens, torch.device("cpu"))
+    assert not model.training
+
+
+def test_the_sum_is_kept_in_float64(monkeypatch: pytest.MonkeyPatch):
+    """Many small losses after a large total: a float32 sum would drop them (one column per chunk here)."""
+    model = latch(confidence=4.6)  # loss ~9.2 per c after y, ~1e-4 per c after x
+    tokens = np.array([1] + [2] * 1000 + [0] + [2] * 1000)
+    monkeypatch.setattr(ev, "ACTIVATION_BUDGET", 1)
+    assert ev.evaluate(model, tokens, torch.device("cpu")).loss == pytest.approx(naive_loss(model, tokens), rel=1e-6)
 
 
 def test_workers_split_the_streams_and_sum(monkeypatch: pytest.MonkeyPatch):
@@ -125,11 +135,11 @@ def hand_set(vocab: int, hidden: int, w_ih: torch.Tensor, w_hh: torch.Tensor, he
     return model.eval()
 
 
-def latch() -> CharRNN:
+def latch(confidence: float = 4.0) -> CharRNN:
     """Tokens x y c d. One saturated unit remembers forever whether it last saw x (+1) or y (-1) and predicts
     c after x, d after y; from a zero state it stays at 0 and cannot tell."""
     w_ih = torch.tensor([[30.0, -30.0, 0.0, 0.0]])
-    head_w = torch.tensor([[0.0], [0.0], [4.0], [-4.0]])
+    head_w = torch.tensor([[0.0], [0.0], [confidence], [-confidence]])
     return hand_set(4, 1, w_ih, torch.tensor([[10.0]]), head_w, torch.tensor([-10.0, -10.0, 0.0, 0.0]))
 
 
