@@ -127,6 +127,7 @@ def test_every_unusable_checkpoint_is_refused_with_its_reason(tmp_path: Path):
         ({**meta, "version": "1"}, "upgrade charrnn"),
         ({**meta, "files": {k: v for k, v in meta["files"].items() if k != "model.safetensors"}},
          "incomplete: no model.safetensors"),
+        ({k: v for k, v in meta.items() if k != "files"}, "incomplete: no model.safetensors"),
         ({**meta, "files": {**meta["files"], "trainer.pt": {"size": 1, "sha256": "0" * 64}}},
          "trainer.pt does not match"),
         ([meta], "not a charrnn checkpoint \\(unknown format\\)"),
@@ -169,7 +170,11 @@ def test_unreadable_weights_are_an_error_not_a_crash(tmp_path: Path):
 
 
 def test_resaving_a_step_replaces_it(tmp_path: Path):
+    stale = tmp_path / "checkpoints" / f".tmp-step-00000010-{os.getpid()}"  # left by a crashed save
+    stale.mkdir(parents=True)
+    (stale / "junk").write_text("")
     make(tmp_path, 10, 1.0, seed=0)
+    assert not stale.exists()
     model, path = make(tmp_path, 10, 0.5, seed=1)
     loaded = checkpoint.verify(path).load_model()
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
