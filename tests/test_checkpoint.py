@@ -207,6 +207,7 @@ def test_prune_keeps_the_newest_and_the_best(tmp_path: Path):
     checkpoint.prune(tmp_path, keep=2)
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-00000020", "step-00000040",
                                                                           "step-00000050"]
+    checkpoint.prune(tmp_path / "new-run", keep=2)  # nothing saved yet: nothing to do
 
 
 def test_latest_run_and_resolve_latest(tmp_path: Path):
