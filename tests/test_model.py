@@ -101,3 +101,9 @@ def test_min_cells_shapes(cell: str):
     logits, h = model(torch.zeros(2, 7, dtype=torch.long))
     assert logits.shape == (2, 7, 5) and h.shape == (3, 2, 4)
     assert len(model.rnn.blocks) == 3 and model.rnn.blocks[0].cell.kind == cell and model.rnn.blocks[0].drop.p == 0.2
+
+
+def test_widening_keeps_the_weights_dtype():
+    model = CharRNN(ModelConfig(vocab_size=5, embedding_size=3, hidden_size=4, num_layers=1))
+    weights = widen_vocab({k: v.double() for k, v in model.state_dict().items()}, 6)
+    assert {v.dtype for v in weights.values()} == {torch.float64}
