@@ -105,5 +105,5 @@ def test_min_cells_shapes(cell: str):
 
 def test_widening_keeps_the_weights_dtype():
     model = CharRNN(ModelConfig(vocab_size=5, embedding_size=3, hidden_size=4, num_layers=1))
-    weights = widen_vocab({k: v.double() for k, v in model.state_dict().items()}, 6)
-    assert {v.dtype for v in weights.values()} == {torch.float64}
+    weights = widen_vocab({k: v.bfloat16() for k, v in model.state_dict().items()}, 6)
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}
