@@ -14,12 +14,13 @@ from charrnn.model import CharRNN
 from charrnn.schema import CheckpointMeta, CorpusInfo, Scores
 
 
-def make(tmp_path: Path, step: int, val_loss: float | None, seed: int = 0) -> tuple[CharRNN, Path]:
+def make(tmp_path: Path, step: int, val_loss: float | None, seed: int = 0,
+         resume: bool = False) -> tuple[CharRNN, Path]:
     torch.manual_seed(seed)
     model = CharRNN(ModelConfig(vocab_size=4, hidden_size=8, embedding_size=3))
     meta = CheckpointMeta(step=step, vocab=list("abcé"), model=model.config, config=TrainConfig(),
                           corpus=CorpusInfo("c.txt", "0" * 64, 100), metrics=Scores(val_loss=val_loss), elapsed=1.0)
-    return model, checkpoint.save(tmp_path, model, meta)
+    return model, checkpoint.save(tmp_path, model, meta, schema_resume_state() if resume else None)
 
 
 def test_save_then_load_gives_identical_logits(tmp_path: Path):
@@ -127,3 +128,141 @@ def schema_resume_state():
 
     return ResumeState(TrainerState(1, 1.0, 1.0, 1, 0, {"steps": 0.0, "loss": 0.0, "chars": 0}, {}, {}),
                        [WorkerState({}, [], torch.get_rng_state(), [])])
+def usable(run_dir: Path, which: str) -> tuple[int, list[str]]:
+    """The step of the checkpoint ``latest`` / ``best`` picks, and the warnings about skipped ones (the one
+    place these tests call the pickers, so a change of their signature is one edit)."""
+    picked = {"latest": checkpoint.latest_of, "best": checkpoint.best_of}[which](run_dir)
+    return picked.step, list(picked.skipped)
+
+
+def flip_byte(path: Path, where: float = 0.5) -> None:
+    """Corrupt a file without changing its size: one byte inverted, ``where`` of the way in."""
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * where)
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "trainer.pt"])
+@pytest.mark.parametrize("where", [0.0, 0.5, 0.999])
+def test_same_size_corruption_is_detected_and_skipped(tmp_path: Path, name: str, where: float):
+    for step, loss in [(10, 2.0), (20, 1.0)]:
+        make(tmp_path, step, loss, seed=step, resume=True)
+    newer = tmp_path / "checkpoints" / "step-00000020"
+    size = (newer / name).stat().st_size
+    flip_byte(newer / name, where)
+    assert (newer / name).stat().st_size == size
+    with pytest.raises(CharRNNError, match=f"corrupt or incomplete: {name} does not match"):
+        checkpoint.verify(newer)
+    for which in ("latest", "best"):  # the corrupt one was both the newest and the best
+        step, warn = usable(tmp_path, which)
+        assert step == 10 and len(warn) == 1 and "step-00000020" in warn[0]
+
+
+def test_every_unusable_checkpoint_is_refused_with_its_reason(tmp_path: Path):
+    _, path = make(tmp_path, 3, 1.0)
+    meta = json.loads((path / "meta.json").read_text())
+    cases = [
+        ({**meta, "version": "1"}, "upgrade charrnn"),
+        ({**meta, "files": {k: v for k, v in meta["files"].items() if k != "model.safetensors"}},
+         "incomplete: no model.safetensors"),
+        ({k: v for k, v in meta.items() if k != "files"}, "'files' should be dict, not None"),
+        ({**meta, "files": {**meta["files"], "trainer.pt": {"size": 1, "sha256": "0" * 64}}},
+         "trainer.pt does not match"),
+        ([meta], "not a charrnn checkpoint \\(unknown format\\)"),
+    ]
+    for bad, message in cases:
+        (path / "meta.json").write_text(json.dumps(bad))
+        with pytest.raises(CharRNNError, match=message):
+            checkpoint.verify(path)
+    (path / "meta.json").write_text(json.dumps({**meta, "version": checkpoint.META_VERSION}))
+    assert checkpoint.verify(path).step == 3
+    (path / "meta.json").write_text("{not json")
+    with pytest.raises(CharRNNError, match="corrupt meta.json"):
+        checkpoint.verify(path)
+    (path / "meta.json").unlink()
+    with pytest.raises(CharRNNError, match="no meta.json"):
+        checkpoint.verify(path)
+
+
+def test_metadata_and_resume_state_round_trip(tmp_path: Path):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=3, cell="gru", hidden_size=5, embedding_size=2, num_layers=1))
+    meta = CheckpointMeta(step=7, vocab=list("xyz"), model=model.config, config=TrainConfig(cell="gru"),
+                          corpus=CorpusInfo("c.txt", "1" * 64, 50, "latin-1", "replace"), metrics=Scores(),
+                          elapsed=2.5)
+    state = schema_resume_state()
+    path = checkpoint.save(tmp_path, model, meta, state)
+    ckpt = checkpoint.verify(path)
+    assert ckpt.model_config == model.config and ckpt.vocab.chars == list("xyz") and ckpt.val_loss is None
+    assert ckpt.meta.corpus == meta.corpus and ckpt.meta.elapsed == 2.5 and ckpt.meta.config.cell == "gru"
+    assert json.loads((path / "meta.json").read_text())["format"] == checkpoint.FORMAT
+    got = ckpt.resume_state()
+    assert got.trainer == state.trainer and torch.equal(got.workers[0].rng_cpu, state.workers[0].rng_cpu)
+    _, plain = make(tmp_path, 8, None)
+    with pytest.raises(CharRNNError, match="holds no training state"):
+        checkpoint.verify(plain).resume_state()
+
+
+def test_unreadable_weights_are_an_error_not_a_crash(tmp_path: Path):
+    _, path = make(tmp_path, 1, 1.0)
+    ckpt = checkpoint.verify(path)
+    (path / "model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(CharRNNError, match="unreadable weights"):
+        ckpt.load_model()
+
+
+def test_resaving_a_step_replaces_it(tmp_path: Path):
+    stale = tmp_path / "checkpoints" / f".tmp-step-00000010-{os.getpid()}"  # left by a crashed save
+    stale.mkdir(parents=True)
+    (stale / "junk").write_text("")
+    make(tmp_path, 10, 1.0, seed=0)
+    assert not stale.exists()
+    model, path = make(tmp_path, 10, 0.5, seed=1)
+    loaded = checkpoint.verify(path).load_model()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+    assert checkpoint.verify(path).val_loss == 0.5
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000010"]
+
+
+def test_pickers_on_ties_unscored_and_leftovers(tmp_path: Path):
+    for step, loss in [(10, 1.0), (20, 1.0), (30, 2.0)]:
+        make(tmp_path, step, loss)
+    assert checkpoint.best_of(tmp_path).step == 20  # a tie goes to the newer
+    (tmp_path / "checkpoints" / ".tmp-step-00000040-1").mkdir()  # an interrupted save
+    (tmp_path / "checkpoints" / "step-notes.txt").write_text("")
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [f"step-000000{s}" for s in (10, 20, 30)]
+    assert checkpoint.list_checkpoints(tmp_path / "nothing") == []
+    other = tmp_path / "unscored"
+    for step in (5, 6, 7):
+        make(other, step, None)
+    assert checkpoint.best_of(other).step == 7
+    with pytest.raises(CharRNNError, match="no usable checkpoint"):
+        checkpoint.latest_of(tmp_path / "nothing")
+    with pytest.raises(CharRNNError, match="no usable checkpoint"):
+        checkpoint.best_of(tmp_path / "nothing")
+
+
+def test_prune_keeps_the_newest_and_the_best(tmp_path: Path):
+    for step, loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5), (50, 2.6)]:
+        make(tmp_path, step, loss)
+    checkpoint.prune(tmp_path, keep=2)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-00000020", "step-00000040",
+                                                                          "step-00000050"]
+    checkpoint.prune(tmp_path / "new-run", keep=2)  # nothing saved yet: nothing to do
+
+
+def test_latest_run_and_resolve_latest(tmp_path: Path):
+    runs = tmp_path / "runs"
+    for name, step in [("a", 1), ("b", 2)]:
+        make(runs / name, step, 1.0)
+    (runs / "empty").mkdir()
+    os.utime(runs / "b" / "checkpoints", ns=(10**18, 10**18))  # b was last written to in 2001
+    assert checkpoint.latest_run(runs) == runs / "a"
+    assert checkpoint.find(None, runs).step == 1
+    make(runs / "a", 3, 5.0)
+    assert checkpoint.find(runs / "a", runs).step == 1  # the best by default
+    assert checkpoint.latest_of(runs / "a").step == 3
+    with pytest.raises(CharRNNError, match="does not exist"):
+        checkpoint.find(runs / "missing", runs)

@@ -96,7 +96,8 @@ def test_cache_is_reused_and_invalidated(corpus: Path, monkeypatch: pytest.Monke
 def test_a_given_vocabulary_counts_and_shows_unknown_characters(tmp_path: Path):
     path = tmp_path / "t.txt"
     path.write_text("abc ✓ abc ✓ Ω")
-    with pytest.raises(CharRNNError, match=r"has 2 character\(s\) the model has never seen \(3 times in all\): '✓' \(U\+2713\)"):
+    unseen = r"has 2 character\(s\) the model has never seen \(3 times in all\): '✓' \(U\+2713\)"
+    with pytest.raises(CharRNNError, match=unseen):
         load_corpus(path, vocab=Vocab(list(" abc")))
     ids = load_corpus(path, vocab=Vocab(list(" abc✓Ω"))).tokens
     assert list(ids[:4]) == [1, 2, 3, 0]

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charrnn.data import RandomBatches, SequentialBatches, split
+from charrnn.data import RandomBatches, SequentialBatches, make_batches, split
 from charrnn.errors import CharRNNError
 
 
@@ -86,3 +86,76 @@ def test_too_short_for_the_batch():
         SequentialBatches(np.arange(50), 8, 16)
     with pytest.raises(CharRNNError, match="shorter than seq_len"):
         RandomBatches(np.arange(10), 8, 16, seed=0)
+
+
+@pytest.mark.parametrize(("n", "frac", "sizes"), [(100, 0.1, (90, 10)), (30, 0.05, (28, 2)), (4, 0.5, (2, 2)),
+                                                  (20, 0.9, (2, 18)), (3, 0.5, None), (40, 0.01, None),
+                                                  (10, 0.9, None)])
+def test_split_exact_sizes_at_the_limits(n: int, frac: float, sizes: tuple[int, int] | None):
+    if sizes is None:
+        with pytest.raises(CharRNNError, match="too short to split"):
+            split(np.arange(n), frac)
+        return
+    train, val = split(np.arange(n), frac)
+    assert (len(train), len(val)) == sizes
+    assert (np.concatenate([train, val]) == np.arange(n)).all()
+
+
+def test_sequential_resumes_mid_epoch_and_defaults():
+    tokens = np.arange(1000)
+    a = make_batches(tokens, "sequential", 4, 10, seed=0)
+    assert isinstance(a, SequentialBatches) and iter(a) is a and a.offset == 0
+    assert (a.starts == np.arange(4) * a.stream_len).all()
+    for _ in range(a.batches_per_epoch + 3):  # into epoch 1, which is shifted
+        next(a)
+    state = a.state_dict()
+    assert state == {"epoch": 1, "pos": 3}
+    b = SequentialBatches(tokens, 4, 10)  # seed 0, rank 0 of 1 by default
+    b.load_state_dict(state)
+    assert b.offset == a.offset and b.offset > 0
+    for _ in range(a.batches_per_epoch):
+        assert (next(b).x == next(a).x).all()
+
+
+def test_epoch_offsets_are_a_function_of_seed_and_epoch():
+    def offsets(seed: int) -> list[int]:
+        stream = SequentialBatches(np.arange(1000), 4, 10, seed=seed)
+        out = []
+        for epoch in range(1, 6):
+            stream._start_epoch(epoch)
+            out.append(stream.offset)
+        return out
+
+    assert offsets(3) == offsets(3)
+    assert offsets(3) != offsets(4)
+    assert len(set(offsets(3))) > 1
+
+
+def test_random_batches_resume_and_defaults():
+    tokens = np.arange(500)
+    a = make_batches(tokens, "random", 8, 12, seed=3)
+    assert isinstance(a, RandomBatches) and iter(a) is a
+    assert (next(a).x == next(RandomBatches(tokens, 8, 12, seed=3, rank=0)).x).all()
+    state = a.state_dict()
+    want = next(a)
+    other = RandomBatches(tokens, 8, 12, seed=99)
+    other.load_state_dict(state)
+    assert (next(other).x == want.x).all()
+    assert not (next(RandomBatches(tokens, 8, 12, seed=3, rank=1)).x == next(RandomBatches(tokens, 8, 12, 3)).x).all()
+
+
+def test_random_windows_may_use_the_whole_text():
+    b = next(RandomBatches(np.arange(11), 2, 10, seed=0))  # exactly one window fits
+    assert (b.x[:, 0] == 0).all() and (b.y[:, -1] == 10).all()
+    with pytest.raises(CharRNNError, match="shorter than seq_len"):
+        RandomBatches(np.arange(10), 2, 10, seed=0)
+
+
+def test_make_batches_passes_every_setting_on():
+    tokens = np.arange(2000)
+    seq = make_batches(tokens, "sequential", 3, 7, seed=1, rank=1, world_size=2)
+    want = SequentialBatches(tokens, 3, 7, seed=1, rank=1, world_size=2)
+    assert (seq.starts == want.starts).all() and seq.seq_len == 7 and seq.seed == 1 and seq.tokens is tokens
+    rnd = make_batches(tokens, "random", 3, 7, seed=1, rank=1, world_size=2)
+    assert (next(rnd).x == next(RandomBatches(tokens, 3, 7, seed=1, rank=1)).x).all()
+    assert next(rnd).x.shape == (3, 7)

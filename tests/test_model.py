@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from charrnn.config import ModelConfig
-from charrnn.model import CharRNN, detach_state
+from charrnn.model import CharRNN, detach_state, num_parameters, widen_vocab
 
 
 def naive_rnn(model: CharRNN, idx: torch.Tensor) -> torch.Tensor:
@@ -29,7 +29,7 @@ def test_plain_rnn_matches_the_equations():
     torch.testing.assert_close(logits, naive_rnn(model, idx))
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm", "mingru", "minlstm"])
 def test_whole_sequence_equals_halves_with_state_carried(cell: str):
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=13, cell=cell, embedding_size=4, hidden_size=6, num_layers=2))
@@ -52,3 +52,58 @@ def test_dropout_only_in_training():
     model = CharRNN(ModelConfig(vocab_size=5, hidden_size=8, num_layers=2, dropout=0.5)).eval()
     idx = torch.randint(5, (2, 6))
     torch.testing.assert_close(model(idx)[0], model(idx)[0])
+
+
+def test_detach_state_keeps_values_cuts_gradients_and_zeroes_reset_rows():
+    h = torch.randn(2, 3, 4, requires_grad=True)  # (L, B, H)
+    c = torch.randn(2, 3, 4, requires_grad=True)
+    keep = torch.tensor([True, False, True])[None, :, None]
+    out = detach_state(h)
+    assert torch.equal(out, h) and not out.requires_grad
+    out_h, out_c = detach_state((h, c), keep)  # an LSTM's (h, c)
+    for got, want in ((out_h, h), (out_c, c)):
+        assert not got.requires_grad
+        assert torch.equal(got[:, [0, 2]], want[:, [0, 2]]) and (got[:, 1] == 0).all()
+    assert detach_state(None) is None
+
+
+def test_num_parameters():
+    model = CharRNN(ModelConfig(vocab_size=5, cell="gru", embedding_size=3, hidden_size=4, num_layers=1))
+    assert num_parameters(model) == 5 * 3 + 3 * (3 * 4 + 4 * 4 + 4 + 4) + 4 * 5 + 5
+
+
+def test_widened_vocabulary_keeps_the_old_predictions():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=5, embedding_size=3, hidden_size=4, num_layers=1)).eval()
+    weights = widen_vocab(model.state_dict(), 7)
+    wide = CharRNN(ModelConfig(vocab_size=7, embedding_size=3, hidden_size=4, num_layers=1)).eval()
+    wide.load_state_dict(weights)
+    idx = torch.randint(5, (2, 6))
+    old, new = model(idx)[0], wide(idx)[0]
+    torch.testing.assert_close(new[..., :5], old, rtol=0, atol=0)
+    bias = model.head.bias.min()
+    assert (new[..., 5:] == bias).all()  # new characters: zero weights, the smallest old bias
+    assert torch.equal(weights["embed.weight"][:5], model.embed.weight)
+    assert weights["embed.weight"].shape == (7, 3) and weights["embed.weight"][5:].std() > 0
+
+
+def test_one_layer_has_no_inter_layer_dropout_and_batch_comes_first():
+    model = CharRNN(ModelConfig(vocab_size=5, cell="lstm", embedding_size=3, hidden_size=4, num_layers=1,
+                                dropout=0.3))
+    assert model.rnn.dropout == 0.0 and model.rnn.batch_first and model.drop.p == 0.3
+    deep = CharRNN(ModelConfig(vocab_size=5, cell="gru", embedding_size=3, hidden_size=4, num_layers=2, dropout=0.3))
+    assert deep.rnn.dropout == 0.3
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_min_cells_shapes(cell: str):
+    model = CharRNN(ModelConfig(vocab_size=5, cell=cell, embedding_size=3, hidden_size=4, num_layers=3, dropout=0.2))
+    logits, h = model(torch.zeros(2, 7, dtype=torch.long))
+    assert logits.shape == (2, 7, 5) and h.shape == (3, 2, 4)
+    assert len(model.rnn.blocks) == 3 and model.rnn.blocks[0].cell.kind == cell and model.rnn.blocks[0].drop.p == 0.2
+
+
+def test_widening_keeps_the_weights_dtype():
+    model = CharRNN(ModelConfig(vocab_size=5, embedding_size=3, hidden_size=4, num_layers=1))
+    weights = widen_vocab({k: v.bfloat16() for k, v in model.state_dict().items()}, 6)
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}

@@ -4,7 +4,7 @@ import torch
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.sample import Sampling, generate, next_token
+from charrnn.sample import NOISE_BLOCK, Sampling, generate, next_token
 
 
 @pytest.fixture
@@ -59,3 +59,160 @@ def test_batched_samples_are_independent(model: CharRNN):
 def test_bad_settings(bad: dict):
     with pytest.raises(CharRNNError, match=next(iter(bad))):
         Sampling(**bad)
+
+
+# --- frequencies against the exact distribution -------------------------------------------------------------
+
+SIGMAS = 5.0  # per-cell bound: a correct sampler fails one cell in ~2 million
+
+
+def reference(logits: torch.Tensor, how: Sampling) -> torch.Tensor:
+    """The distribution ``how`` asks for, per row of logits (N, V), in float64, written independently of
+    sample.py: softmax at the temperature, then the k most likely, then the smallest most-likely prefix
+    of what is left whose probability reaches top_p; the kept mass renormalised to 1."""
+    p = (logits.double() / how.temperature).softmax(dim=-1)
+    out = torch.zeros_like(p)
+    for r, row in enumerate(p):
+        order = sorted(range(len(row)), key=lambda j: -float(row[j]))
+        kept = order[: how.top_k] if how.top_k is not None else order
+        if how.top_p is not None:
+            mass = sum(float(row[j]) for j in kept)
+            total, prefix = 0.0, []
+            for j in kept:
+                prefix.append(j)
+                total += float(row[j]) / mass
+                assert abs(total - how.top_p) > 1e-4, "too close to the top_p boundary to test"
+                if total >= how.top_p:
+                    break
+            kept = prefix
+        out[r, kept] = row[kept] / row[kept].sum()
+    return out
+
+
+def assert_frequencies(counts: torch.Tensor, want: torch.Tensor) -> None:
+    """counts (N, V) of draws from rows of ``want`` (N, V): excluded tokens never drawn, every other count
+    within SIGMAS binomial standard deviations of its expectation (n draws per row)."""
+    n = counts.sum(dim=-1, keepdim=True).double()
+    expected = n * want
+    sd = (n * want * (1 - want)).sqrt()
+    assert (counts[want == 0] == 0).all(), "an excluded token was drawn"
+    excess = ((counts - expected).abs() - SIGMAS * sd - 1) / sd.clamp(min=1e-12)
+    assert (excess <= 0).all(), f"frequencies off the distribution:\n{counts}\nexpected\n{expected.round()}"
+
+
+# Rows that differ from each other and are not sorted; no top-p boundary falls near a cumulative sum.
+LOGITS = torch.tensor([[0.3, 2.1, -1.0, 1.2, 0.0, -0.4],
+                       [1.5, -0.7, 0.4, 2.6, -2.0, 0.9],
+                       [-0.2, 0.6, 1.9, -1.3, 1.1, 0.1]])
+SETTINGS = [Sampling(temperature=0.5), Sampling(temperature=2.0), Sampling(temperature=0.7, top_k=3),
+            Sampling(temperature=1.6, top_p=0.8), Sampling(temperature=0.8, top_k=4, top_p=0.75),
+            Sampling(top_k=2), Sampling(top_p=0.6)]
+
+
+@pytest.mark.parametrize("how", SETTINGS, ids=repr)
+def test_next_token_frequencies_follow_the_distribution(how: Sampling):
+    draws = 20_000
+    g = torch.Generator().manual_seed(1)
+    tokens = next_token(LOGITS.repeat_interleave(draws, dim=0), how, g).view(len(LOGITS), draws)
+    counts = torch.stack([row.bincount(minlength=LOGITS.shape[1]) for row in tokens])
+    assert_frequencies(counts, reference(LOGITS, how))
+
+
+def markov_model(transitions: torch.Tensor, dropout: float = 0.0) -> CharRNN:
+    """A hand-set RNN whose next-token logits are ``transitions[last token]`` (V, V) exactly (up to float
+    rounding): one-hot embedding, no recurrence, tanh of a one-hot, a head that reads it back."""
+    V = transitions.shape[0]
+    model = CharRNN(ModelConfig(vocab_size=V, cell="rnn", embedding_size=V, hidden_size=V, num_layers=1,
+                                dropout=dropout))
+    scale = 3.0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.embed.weight.copy_(torch.eye(V))
+        model.rnn.weight_ih_l0.copy_(scale * torch.eye(V))
+        model.head.weight.copy_(transitions.T / torch.tanh(torch.tensor(scale)))
+    return model
+
+
+@pytest.mark.parametrize("how", SETTINGS[:5], ids=repr)
+def test_generated_transitions_follow_the_distribution(how: Sampling):
+    """generate draws its noise in blocks: every step of every stream must still be a fresh draw."""
+    transitions = torch.cat([LOGITS, LOGITS.flip(1)[:3]])  # (6, 6): each row a different distribution
+    model = markov_model(transitions)
+    streams, length = 8, 3 * NOISE_BLOCK + 17
+    g = torch.Generator().manual_seed(2)
+    out = torch.stack(list(generate(model, torch.tensor([0]), length, how, g, streams)), dim=1)  # (N, L)
+    seq = torch.cat([torch.zeros(streams, 1, dtype=torch.long), out], dim=1)
+    counts = torch.zeros(6, 6, dtype=torch.long)
+    counts.index_put_((seq[:, :-1].flatten(), seq[:, 1:].flatten()), torch.ones(seq[:, 1:].numel(),
+                                                                                 dtype=torch.long), accumulate=True)
+    assert_frequencies(counts, reference(transitions, how))
+
+
+def kept_by_probe(logits: torch.Tensor, how: Sampling, check: bool = True) -> list[set[int]]:
+    """Which tokens of each row ``next_token`` can choose, found exactly with pre-drawn noise: noise that
+    cancels the tempered logits and favours token j picks j if and only if j was kept. With ``check``,
+    also that an excluded j leaves the kept logits untouched (the best bonus among them wins)."""
+    N, V = logits.shape
+    kept: list[set[int]] = [set() for _ in range(N)]
+    for j in range(V):
+        favour = torch.linspace(0.0, 0.1, V).roll(j - V + 1)  # j gets the largest bonus
+        noise = -(logits.float() / how.temperature) + favour
+        chosen = next_token(logits, how, None, noise)
+        for r in range(N):
+            if int(chosen[r]) == j:
+                kept[r].add(j)
+            elif check:
+                assert int(chosen[r]) == max(kept_by_reference(logits[r], how) - {j}, key=lambda i: favour[i])
+    return kept
+
+
+def kept_by_reference(row: torch.Tensor, how: Sampling) -> set[int]:
+    return set(torch.nonzero(reference(row[None], how)[0]).flatten().tolist())
+
+
+@pytest.mark.parametrize("how", SETTINGS, ids=repr)
+def test_top_k_and_top_p_exclude_exactly_the_right_tokens(how: Sampling):
+    assert kept_by_probe(LOGITS, how) == [kept_by_reference(row, how) for row in LOGITS]
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_it():
+    # four equal logits: probabilities are exactly 1/4, so two tokens reach 0.5 exactly
+    logits = torch.zeros(1, 4)
+    for how, size in [(Sampling(top_p=0.5), 2), (Sampling(top_p=0.51), 3), (Sampling(top_p=1.0), 4),
+                      (Sampling(top_k=4), 4), (Sampling(top_k=5), 4)]:
+        assert [len(k) for k in kept_by_probe(logits, how, check=False)] == [size]
+    # top_p = 1 filters nothing, even where float32 cumulative sums reach 1 before the last token
+    assert kept_by_probe(torch.tensor([[0.0, -40.0, -40.0]]), Sampling(top_p=1.0), check=False) == [{0, 1, 2}]
+
+
+def test_greedy_takes_each_rows_argmax_whatever_the_temperature():
+    want = LOGITS.argmax(dim=-1)
+    assert want.unique().numel() == len(LOGITS)  # the rows really disagree
+    for how in (Sampling(greedy=True), Sampling(greedy=True, temperature=0.3, top_k=1)):
+        assert torch.equal(next_token(LOGITS, how, None), want)
+
+
+def test_greedy_generation_follows_the_argmax_chain():
+    """From the prefix's last position: each prefix token would start a different chain."""
+    transitions = torch.cat([LOGITS, LOGITS.flip(1)[:3]])
+    out = torch.stack(list(generate(markov_model(transitions), torch.tensor([1, 3, 4]), 12, Sampling(greedy=True),
+                                    None, 2)), dim=1)
+    assert transitions[[1, 3, 4]].argmax(dim=-1).unique().numel() == 3
+    token, chain = 4, []
+    for _ in range(12):
+        token = int(transitions[token].argmax())
+        chain.append(token)
+    assert out.tolist() == [chain, chain]
+
+
+def test_one_sample_by_default_and_dropout_off_while_generating():
+    transitions = torch.cat([LOGITS, LOGITS.flip(1)[:3]])
+    model = markov_model(transitions, dropout=0.5)  # dropout would zero the one active unit half the time
+    want = [int(transitions[4].argmax())]
+    for _ in range(7):
+        want.append(int(transitions[want[-1]].argmax()))
+    for seed in range(6):
+        torch.manual_seed(seed)
+        got = torch.stack(list(generate(model.train(), torch.tensor([2, 4]), 8, Sampling(greedy=True))), dim=1)
+        assert got.tolist() == [want]  # (1, 8): one sample by default

@@ -3,7 +3,7 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
-from charrnn.step import Stepper
+from charrnn.step import ForwardStepper, Stepper, stepper
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
@@ -33,3 +33,19 @@ def test_stepper_does_not_touch_the_model_or_its_state():
     stepper.step(torch.tensor([3]))
     assert torch.equal(state[0], h)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(("cell", "streams", "kind"), [("lstm", 3, Stepper), ("gru", 15, Stepper),
+                                                       ("rnn", 16, ForwardStepper), ("mingru", 2, ForwardStepper),
+                                                       ("minlstm", 2, ForwardStepper)])
+def test_the_chosen_step_equals_the_full_forward_pass(cell: str, streams: int, kind: type):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, embedding_size=5, hidden_size=8, num_layers=2)).eval()
+    idx = torch.randint(11, (streams, 10))
+    with torch.no_grad():
+        want, _ = model(idx)
+        _, state = model(idx[:, :4])
+    step = stepper(model, state, streams)
+    assert type(step) is kind  # the cell kernels pay off on CPU for few streams (bench/sampling.py)
+    for t in range(4, 10):
+        torch.testing.assert_close(step.step(idx[:, t]).clone(), want[:, t], rtol=1e-5, atol=1e-5)
