@@ -113,6 +113,19 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (setting it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save(run_dir: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeState | None = None) -> Path:
     """Write a checkpoint for ``meta.step`` atomically and return its directory (``meta.files`` is filled in)."""
     root = run_dir / CHECKPOINTS
@@ -123,6 +136,7 @@ def save(run_dir: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeStat
     tmp.mkdir()
     weights = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(weights, tmp / WEIGHTS)
+    os.chmod(tmp / WEIGHTS, 0o666 & ~_umask())  # safetensors creates it 0600; share it like the other files
     if resume is not None:
         torch.save(resume.to_dict(), tmp / TRAINER)
     files = {p.name: FileEntry(p.stat().st_size, _sha256(p)) for p in sorted(tmp.iterdir())}

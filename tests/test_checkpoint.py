@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,15 @@ def test_resume_state_refuses_code(tmp_path: Path):
     with pytest.raises(CharRNNError, match="refusing to load"):
         checkpoint.verify(path).resume_state()
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_checkpoint_files_follow_the_umask(tmp_path: Path, umask: int, mode: int):
+    # safetensors writes its file 0600: a checkpoint shared with others must be readable like its other files
+    old = os.umask(umask)
+    try:
+        _, path = make(tmp_path, 10, 1.0)
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {
+        name: mode for name in ("model.safetensors", "meta.json")}
