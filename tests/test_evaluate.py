@@ -51,3 +51,18 @@ def test_derived_metrics():
     assert s.perplexity == pytest.approx(math.exp(1.5))
     assert s.bpc == pytest.approx(1.5 / math.log(2))
     assert ev.Score(loss=0.0, chars=1).perplexity == 1.0
+
+
+def test_progress_reports_every_chunk_and_stop_interrupts(model: CharRNN, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ev, "MIN_STREAM_LEN", 100)
+    monkeypatch.setattr(ev, "ACTIVATION_BUDGET", 9 * (7 + 4 * 16 * 2) * 50)  # 9 streams, chunks of 50 columns
+    tokens = np.random.default_rng(1).integers(0, 7, 1000)
+    heard: list[tuple[int, int]] = []
+    score = ev.evaluate(model, tokens, torch.device("cpu"), progress=lambda done, total: heard.append((done, total)))
+    assert len(heard) > 2 and heard[0] == (0, 999) and heard[-1] == (999, 999) == (score.chars, score.chars)
+    assert [d for d, _ in heard] == sorted(d for d, _ in heard)
+    heard.clear()
+    with pytest.raises(ev.Stopped):  # asked to stop after two chunks: no score, the model back in its mode
+        ev.evaluate(model.train(), tokens, torch.device("cpu"), progress=lambda d, t: heard.append((d, t)),
+                    stop=lambda: len(heard) >= 3)
+    assert len(heard) == 3 and model.training

@@ -61,6 +61,8 @@ def train(
                                                "none")] = None,
     eval_every: Annotated[int | None, _setting("Evaluate on the validation split and save every N steps.",
                                                DEFAULTS.eval_every)] = None,
+    eval_chars: Annotated[int | None, _setting("Validation during training scores the split's first N characters "
+                                               "(0 = all of it).", DEFAULTS.eval_chars)] = None,
     log_every: Annotated[int | None, _setting("Log the training loss every N steps.", DEFAULTS.log_every)] = None,
     keep: Annotated[int | None, _setting("Keep this many newest checkpoints (plus the best).", DEFAULTS.keep)] = None,
     seed: Annotated[int | None, _setting("Random seed (same seed, same run).", DEFAULTS.seed)] = None,
@@ -101,16 +103,20 @@ def _train(world: dist.World, setup: run.Setup) -> None:
         say(run.describe(setup, trainer))
 
     def on_signal(signum: int) -> None:
-        if main:
-            say(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to quit at once)")
+        if main and not trainer.skip_eval:
+            say(f"\n{signal.Signals(signum).name}: finishing this step, scoring and saving it (again to save "
+                "without scoring)")
+        elif main:
+            say(f"{signal.Signals(signum).name}: saving without scoring (again to quit at once)")
 
     with view:
         summary = run.fit(trainer, setup, on_signal)
     quoted = shlex.quote(str(setup.run_dir))
-    if summary.final is None:
+    if summary.stopped_by == "signal":
         signum = trainer.stop_signal or signal.SIGINT
         if main:
-            say(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved. "
+            scored = "not scored" if summary.final is None else f"val loss {summary.final.loss:.4f}"
+            say(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved ({scored}). "
                 f"Resume with: charrnn train --resume {quoted}")
         dist.barrier(world)  # no worker exits (and makes torchrun stop the others) before rank 0 has said so
         raise typer.Exit(128 + signum)
