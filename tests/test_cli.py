@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn import __version__
+from charrnn import __version__, checkpoint, train
 from charrnn.cli import app
 from tests.helpers import TINY_FLAGS
 
@@ -50,7 +51,10 @@ def test_train_generate_eval_end_to_end(trained: Path):
     assert first.exit_code == 0, first.output
     assert first.stdout == again.stdout
     assert first.stdout.startswith("machine") and len(first.stdout) == len("machine") + 80 + 1
-    assert first.stderr == ""  # stdout holds the text, and nothing else is said
+    best = min(val, key=lambda m: m["loss"])
+    used = (f"using runs/{run_dir.name}/checkpoints/step-{best['step']:08d} (step {best['step']}, "
+            f"val loss {best['loss']:.4f})")
+    assert first.stderr == used + "\n"  # stdout holds the text, and stderr only says which checkpoint made it
     greedy = [cli("generate", "--prefix", "café", "--greedy", "--length", "30").stdout for _ in range(2)]
     assert greedy[0] == greedy[1]
     one = cli("generate", "--prefix", "machine", "--greedy", "--length", "20").stdout
@@ -68,7 +72,27 @@ def test_train_generate_eval_end_to_end(trained: Path):
     assert score["bpc"] == pytest.approx(score["loss"] / math.log(2))
     assert score["chars"] > 0
     plain = cli("eval")
-    assert "perplexity" in plain.stdout and "bits/char" in plain.stdout
+    assert "perplexity" in plain.stdout and "bits/char" in plain.stdout and plain.stderr == used + "\n"
+
+
+def test_after_a_stop_signal_generate_can_use_the_stop_checkpoint(corpus: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    step = train.Trainer.train_step
+
+    def train_step(self, batch):  # a Ctrl-C during step 15, between the validations at steps 10 and 20
+        out = step(self, batch)
+        self.received_signal = signal.SIGINT if self.step == 15 else self.received_signal
+        return out
+
+    monkeypatch.setattr(train.Trainer, "train_step", train_step)
+    result = cli("train", corpus, "--steps", "30", *TINY_FLAGS, "--out", "r")
+    assert result.exit_code == 130, result.output
+    stop = checkpoint.latest_of(Path("r"))
+    assert stop.step == 15 and stop.val_loss is not None  # scored, so it competes with step 10 for best
+    assert f"stopped by SIGINT at step 15; checkpoint saved (val loss {stop.val_loss:.4f})" in result.stderr
+    best = checkpoint.best_of(Path("r"))
+    generated = cli("generate", "--checkpoint", "r", "--length", "5")
+    assert generated.stderr == f"using {best.path} (step {best.step}, val loss {best.val_loss:.4f})\n"
 
 
 def test_eval_on_a_file_and_unknown_characters(trained: Path, tmp_path: Path):

@@ -76,9 +76,11 @@ def check_errors_policy(errors: str) -> None:
 
 
 def load(path: Path | None, device: str) -> tuple[checkpoint.Checkpoint, CharRNN, torch.device]:
-    """The checkpoint a user means and its model on the device, saying which older one is used if newer ones
-    are damaged."""
+    """The checkpoint a user means and its model on the device, saying which one it is (and why, if newer ones
+    are damaged)."""
     ckpt = checkpoint.find(path, run.RUNS_ROOT)
     warn(ckpt.skipped, "; using an older checkpoint")
+    scored = "not scored" if ckpt.val_loss is None else f"val loss {ckpt.val_loss:.4f}"
+    say(f"using {ckpt.path} (step {ckpt.step}, {scored})")
     dev = devices.resolve(device)
     return ckpt, ckpt.load_model(dev), dev
