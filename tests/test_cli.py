@@ -12,11 +12,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn import __version__, checkpoint, train
-from charrnn.cli import app
+from charrnn import __version__, checkpoint, devices, train
+from charrnn.cli import app, views
 from tests.helpers import TINY_FLAGS
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """--threads (and generate's default of one) set torch's threads for this whole process: put them back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def cli(*args: str):
@@ -273,3 +281,81 @@ def test_mistyped_flag_values_are_usage_errors(corpus: Path):
     assert result.exit_code == 2
     assert "Error: Invalid value for '--steps'" in result.stderr and "Traceback" not in result.stderr
     assert cli("train", corpus, "--hidden-sise", "3").exit_code == 2
+
+
+WATCH_TORCH_IMPORT = """
+import importlib.abc, os, runpy, sys
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("torch loads with OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY"), flush=True)
+            sys.meta_path.remove(self)
+sys.meta_path.insert(0, Watch())
+sys.argv = ["charrnn", "--version"]
+if ENTRY == "script":
+    from charrnn.cli import main
+    main()
+else:
+    runpy.run_module("charrnn", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["script", "python -m"])
+@pytest.mark.parametrize(("given", "seen"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_told_otherwise(entry: str, given: str | None, seen: str):
+    # libgomp reads OMP_WAIT_POLICY once, as torch loads: the command line must set it before anything imports torch
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update({"PYTHONPATH": str(Path(__file__).parent.parent)}, **({"OMP_WAIT_POLICY": given} if given else {}))
+    out = subprocess.run([sys.executable, "-c", f"ENTRY = {entry!r}\n" + WATCH_TORCH_IMPORT], capture_output=True,
+                         text=True, env=env, check=True)
+    assert out.stdout.splitlines() == [f"torch loads with OMP_WAIT_POLICY {seen}", f"charrnn {__version__}"]
+
+
+def test_threads_option(trained: Path):
+    assert cli("generate", "--length", "5", "--threads", "2").exit_code == 0 and torch.get_num_threads() == 2
+    assert cli("generate", "--length", "5").exit_code == 0 and torch.get_num_threads() == 1  # one stream: one thread
+    assert cli("eval", "--threads", "1").exit_code == 0 and torch.get_num_threads() == 1
+    for command in ("generate", "eval"):
+        assert_user_error(cli(command, "--threads", "0"), 2, "--threads must be at least 1, not 0")
+
+
+def test_training_warns_once_when_another_process_slows_it(corpus: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    slowed = devices.Contention.slowed
+    # every window after the first runs at a tenth of the speed, as with a busy neighbour
+    monkeypatch.setattr(devices.Contention, "slowed",
+                        lambda watch, speed: slowed(watch, speed / (10 if watch.best else 1)))
+    result = cli("train", corpus, "--steps", "30", "--threads", "1", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert "another process may be competing for the CPU; give each fewer threads with --threads" in warning
+    assert "(this one uses 1)" in warning
+
+
+def test_progress_bar_says_where_the_run_is_and_what_it_does():
+    def fields(view: views.ProgressView) -> tuple[str, str]:
+        task = view.progress.tasks[0]
+        return task.fields["where"], task.fields["state"]
+
+    view = views.ProgressView(3000)
+    assert fields(view) == ("step 0/3000", "starting: the first steps")
+    view.on_event(train.Event("train", 250, 2.5, 1e-3, 1.0, 12_345.0, 30.0, 250 / 3000))
+    assert fields(view) == ("step 250/3000", "loss 2.5000  val -  12.3k chars/s")
+    view.on_evaluate(50_000, 250_000)
+    assert fields(view)[1] == "evaluating 20% of 250,000 chars  val -"
+    view.on_event(train.Event("val", 250, 2.0, 1e-3, None, None, 31.0, 250 / 3000))
+    assert fields(view)[1] == "loss 2.5000  val 2.0000 ppl 7.39 bpc 2.885  12.3k chars/s"
+    timed = views.ProgressView(3000, max_time=120)
+    timed.on_event(train.Event("train", 40, 2.5, 1e-3, 1.0, 1000.0, 12.4, 0.1))
+    assert fields(timed)[0] == "step 40, 12s/120s"
+
+
+def test_eval_shows_progress_on_large_texts(trained: Path, monkeypatch: pytest.MonkeyPatch):
+    heard = []
+    update = views.ScoringView.update
+    monkeypatch.setattr(views.ScoringView, "SHOW_FROM", 0)  # every text is large
+    monkeypatch.setattr(views.ScoringView, "update",
+                        lambda view, done, total: (heard.append(done), update(view, done, total)))
+    result = cli("eval", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["chars"] == heard[-1] and heard[0] == 0

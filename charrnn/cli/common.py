@@ -31,6 +31,9 @@ CheckpointOption = Annotated[Path | None, typer.Option(
     "--checkpoint", help="Run directory or checkpoint. [default: best checkpoint of the latest run]",
     show_default=False)]
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    help="CPU threads torch may use (fewer when other programs need the cores too). [default: one per core]",
+    show_default=False)]
 EncodingOption = Annotated[str, typer.Option(help="Text encoding of the file.")]
 ErrorsOption = Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")]
 ERRORS_POLICIES = ("strict", "replace", "ignore")

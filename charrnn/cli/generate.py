@@ -9,6 +9,7 @@ from typing import Annotated
 import torch
 import typer
 
+from charrnn import devices
 from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, user_errors
 from charrnn.errors import CharRNNError
 from charrnn.sample import Sampling, generate
@@ -30,6 +31,9 @@ def generate_cmd(
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
     checkpoint_path: CheckpointOption = None,
     device: DeviceOption = "auto",
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads torch may use. [default: 1 for one sample (as fast as more: each step is small), "
+             "else one per core]", show_default=False)] = None,
 ) -> None:
     """Continue PREFIX with a trained model; only the text goes to stdout."""
     how = Sampling(temperature, top_k, top_p, greedy)
@@ -37,6 +41,7 @@ def generate_cmd(
         raise CharRNNError(f"--length must be >= 0, not {length}")
     if num_samples < 1:
         raise CharRNNError(f"--num-samples must be at least 1, not {num_samples}")
+    devices.set_threads(1 if threads is None and num_samples == 1 else threads)
     ckpt, model, dev = load(checkpoint_path, device)
     vocab = ckpt.vocab
     start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])

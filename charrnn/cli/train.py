@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from charrnn import config, dist, run
-from charrnn.cli.common import EncodingOption, ErrorsOption, app, check_errors_policy, user_errors
+from charrnn import config, devices, dist, run
+from charrnn.cli.common import EncodingOption, ErrorsOption, ThreadsOption, app, check_errors_policy, user_errors
 from charrnn.cli.views import ProgressView, ReadingView, say, warn
+from charrnn.train import Event
 
 DEFAULTS = config.TrainConfig()
 
@@ -72,6 +73,7 @@ def train(
                                               DEFAULTS.precision)] = None,
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a model on CORPUS and save checkpoints in a run directory."""
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
@@ -86,16 +88,28 @@ def train(
                                progress=reading.update)
 
     try:
-        _train(world, dist.rank0_first(world, prepare))  # rank 0 fills the corpus cache first
+        _train(world, dist.rank0_first(world, prepare), threads)  # rank 0 fills the corpus cache first
     finally:
         dist.stop(world)
 
 
-def _train(world: dist.World, setup: run.Setup) -> None:
+def _train(world: dist.World, setup: run.Setup, threads: int | None) -> None:
     """Train a prepared run; only rank 0 draws progress and speaks."""
     main = world.is_main
-    view = ProgressView() if main else contextlib.nullcontext()
-    trainer = run.build_trainer(setup, world, on_event=view.on_event if main else None)
+    view = ProgressView(setup.cfg.steps, setup.cfg.max_time) if main else contextlib.nullcontext()
+    contention = devices.Contention()
+
+    def on_event(e: Event) -> None:
+        view.on_event(e)
+        if e.split == "train" and trainer.device.type == "cpu" and contention.slowed(e.chars_per_s or 0.0):
+            warn([f"training slowed from {contention.best / 1000:.1f}k to {e.chars_per_s / 1000:.1f}k chars/s: "
+                  f"another process may be competing for the CPU; give each fewer threads with --threads "
+                  f"(this one uses {threads_used})"])
+
+    trainer = run.build_trainer(setup, world, on_event=on_event if main else None)
+    threads_used = devices.set_threads(threads)  # after build_trainer, which shares the cores among torchrun's workers
+    if main:
+        trainer.eval_progress = view.on_evaluate
     if main:
         warn(setup.warnings)
         if setup.resume is not None:
