@@ -135,6 +135,8 @@ def test_no_run_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         (["--cell", "lstn"], "cell must be one of rnn, gru, lstm"),
         (["--batch-size", "500"], "the training split (5400 characters) is too short for 500 streams"),
         (["--errors", "maybe"], "--errors must be strict, replace or ignore"),
+        (["--eval-chars", "-1"], "eval_chars must be >= 0 (0 scores the whole split), not -1"),
+        (["--threads", "0"], "--threads must be at least 1, not 0"),
     ],
 )
 def test_bad_training_settings(corpus: Path, tmp_path: Path, monkeypatch, args, message):
