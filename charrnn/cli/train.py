@@ -78,6 +78,7 @@ def train(
     """Train a model on CORPUS and save checkpoints in a run directory."""
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
     check_errors_policy(errors)
+    devices.set_threads(threads)  # checked before anything is written
     world = dist.from_env()
     dist.start(world)
 
@@ -107,7 +108,7 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None) -> None:
                   f"(this one uses {threads_used})"])
 
     trainer = run.build_trainer(setup, world, on_event=on_event if main else None)
-    threads_used = devices.set_threads(threads)  # after build_trainer, which shares the cores among torchrun's workers
+    threads_used = devices.set_threads(threads)  # again: build_trainer shares the cores among torchrun's workers
     if main:
         trainer.eval_progress = view.on_evaluate
     if main:
