@@ -6,7 +6,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -69,7 +68,8 @@ class ScoringView:
         if total < self.SHOW_FROM:
             return
         if self.progress is None:
-            self.progress = Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("chars"),
+            self.progress = Progress(TextColumn("scoring"), BarColumn(),
+                                     TextColumn("{task.completed:,.0f}/{task.total:,.0f} chars"),
                                      TimeRemainingColumn(), console=err, transient=True)
             self.task = self.progress.add_task("score", total=total)
             self.progress.start()
