@@ -1,3 +1,3 @@
-from charrnn.cli import main
+from charrnn.cli import main  # first: it sets OMP_WAIT_POLICY before torch is imported
 
 main()

@@ -59,6 +59,7 @@ class TrainConfig:
     steps: int = 3000
     max_time: float | None = None
     eval_every: int = 250
+    eval_chars: int = 250_000  # validation during training scores this much of the split (0: all of it)
     log_every: int = 10
     keep: int = 2
     # environment
@@ -142,6 +143,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, not {cfg.warmup_steps}")
     _check(0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], not {cfg.min_lr_ratio}")
     _check(cfg.clip >= 0, f"clip must be >= 0 (0 turns clipping off), not {cfg.clip}")
+    _check(cfg.eval_chars >= 0, f"eval_chars must be >= 0 (0 scores the whole split), not {cfg.eval_chars}")
     if cfg.max_time is not None:
         _check(cfg.max_time > 0, f"max_time must be a positive number of seconds, not {cfg.max_time}")
 

@@ -1,10 +1,12 @@
-"""Where the model runs: resolving ``--device``, a data-parallel worker's share of the machine, TF32, and
-which recurrent cells have fused kernels. Train, generate and eval all go through here.
+"""Where the model runs: resolving ``--device``, a data-parallel worker's share of the machine, ``--threads``,
+noticing another process competing for the CPU, TF32, and which recurrent cells have fused kernels. Train,
+generate and eval all go through here.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -49,6 +51,36 @@ def for_worker(name: str, world: World) -> torch.device:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // world.local_world_size))
     return device
+
+
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` CPU threads (None: leave torch's choice, one per core); returns the number in use."""
+    if threads is not None:
+        if threads < 1:
+            raise CharRNNError(f"--threads must be at least 1, not {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+@dataclass
+class Contention:
+    """Notices training slowing down the way it does when another process competes for the same CPU cores (two
+    torch processes on two cores ran ~20x slower than one alone: bench/contention.py): ``slowed`` is true once,
+    when ``windows`` training windows in a row run below ``ratio`` of the fastest window so far."""
+
+    ratio: float = 0.25
+    windows: int = 2
+    best: float = 0.0  # chars/s of the fastest window so far
+    low: int = 0  # slow windows in a row
+    told: bool = False
+
+    def slowed(self, chars_per_s: float) -> bool:
+        self.low = self.low + 1 if chars_per_s < self.ratio * self.best else 0
+        self.best = max(self.best, chars_per_s)
+        if self.low < self.windows or self.told:
+            return False
+        self.told = True
+        return True
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

@@ -10,6 +10,7 @@ the text's length, so training and ``charrnn eval`` report the same number for t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,12 @@ MIN_STREAM_LEN = 1024
 CONTEXT = 128
 ACTIVATION_BUDGET = 1 << 23  # floats of logits and gate activations held at once: bounds eval memory
 IGNORE = -1
+
+Progress = Callable[[int, int], None]  # (characters scored so far, characters to score), after every chunk
+
+
+class Stopped(Exception):
+    """``evaluate`` was asked to stop (between chunks) before scoring the whole text."""
 
 
 def bits_per_char(loss: float) -> float:
@@ -77,10 +84,13 @@ def _window(lo: np.ndarray, hi: np.ndarray, starts: np.ndarray, t0: int, t1: int
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device, world: World = SOLO) -> Score:
+def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device, world: World = SOLO,
+             progress: Progress | None = None, stop: Callable[[], bool] | None = None) -> Score:
     """Mean loss over every character of ``tokens`` after the first, in nats. Memory stays bounded by
     one chunk of columns, so a validation split of any size (read from disk on demand) can be scored.
-    Data-parallel workers each take every world_size-th stream and sum their losses."""
+    Data-parallel workers each take every world_size-th stream and sum their losses. ``progress`` hears
+    of this worker's share after every chunk; when ``stop()`` turns true between chunks, raises Stopped
+    (after the workers' sum, so that none of them waits for the others)."""
     n = len(tokens)
     if n < 2:
         return Score(loss=float("nan"), chars=0)
@@ -93,13 +103,24 @@ def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device, world: Wo
     chunk = max(1, ACTIVATION_BUDGET // per_column)
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
+    done, to_score, stopped = 0, int((bounds[1:][mine] - bounds[:-1][mine]).sum()), False
+    if progress is not None:
+        progress(0, to_score)
     for t in range(0, width if len(mine) else 0, chunk):
+        if stop is not None and stop():
+            stopped = True
+            break
         pos, counted = _window(bounds[:-1][mine], bounds[1:][mine], starts[mine], t, min(t + chunk, width), n)
         x = torch.from_numpy(tokens[pos].astype(np.int64)).to(device, non_blocking=True)
         y = torch.from_numpy(np.where(counted, tokens[pos + 1].astype(np.int64), IGNORE)).to(device)
         logits, state = model(x, state)  # (S, T, V)
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE,
                                  reduction="sum").double()
+        done += int(counted.sum())
+        if progress is not None:
+            progress(done, to_score)
     model.train(was_training)
     all_sum_(world, total)
+    if stopped:
+        raise Stopped
     return Score(loss=total.item() / (n - 1), chars=n - 1)

@@ -323,8 +323,9 @@ class RunWriter:
 
 
 def fit(trainer: Trainer, setup: Setup, on_signal: Callable[[int], None] | None = None) -> Summary:
-    """Train to the end. The first SIGINT, SIGTERM or SIGHUP finishes the step and saves (``on_signal`` is told);
-    a second one stops at once. A run that fails before writing anything leaves no directory behind."""
+    """Train to the end. The first SIGINT, SIGTERM or SIGHUP finishes the step, scores and saves; a second one skips
+    the scoring (``on_signal`` is told of both); a third stops at once. A run that fails before writing anything
+    leaves no directory behind."""
     try:
         with _stop_on_signals(trainer, on_signal or (lambda signum: None)):
             return trainer.fit()
@@ -348,9 +349,12 @@ class Interrupted(Exception):
 @contextlib.contextmanager
 def _stop_on_signals(trainer: Trainer, on_signal: Callable[[int], None]) -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
-        if trainer.received_signal is not None:
+        if trainer.received_signal is None:
+            trainer.received_signal = signum
+        elif not trainer.skip_eval:
+            trainer.skip_eval = True  # an evaluation in progress stops at its next chunk
+        else:
             raise Interrupted(signum)
-        trainer.received_signal = signum
         on_signal(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}

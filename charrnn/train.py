@@ -27,7 +27,7 @@ from charrnn.data import Batch, make_batches
 from charrnn.devices import FUSED_CELLS, autocast_dtype
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
-from charrnn.evaluate import Score, bits_per_char, evaluate, perplexity
+from charrnn.evaluate import Progress, Score, Stopped, bits_per_char, evaluate, perplexity
 from charrnn.model import CharRNN, State, detach_state
 from charrnn.schema import LogWindow, TrainerState, WorkerState
 
@@ -61,7 +61,7 @@ class Event:
 class Summary:
     steps: int
     elapsed: float
-    final: Score | None  # None when stopped by a signal: no evaluation was run
+    final: Score | None  # None when a second stop signal skipped the evaluation
     best_loss: float
     best_step: int
     stopped_by: Literal["steps", "time", "signal"]
@@ -124,6 +124,11 @@ class Trainer:
         self.world = world
         self.autocast_dtype = autocast_dtype(cfg.precision)
         self.val_tokens = val_tokens
+        # validation during training scores a fixed slice, the split's first eval_chars predictions, so that it
+        # costs the same on a corpus of any size (`charrnn eval` scores the whole split)
+        self.eval_tokens = val_tokens[:cfg.eval_chars + 1] if cfg.eval_chars else val_tokens
+        self.eval_progress: Progress | None = None  # hears how far each evaluation is
+        self.eval_seconds = 0.0  # how long the last evaluation took: a timed run keeps that long for its last one
         self.callback = callback or (lambda event: None)
         self.save = save or (lambda trainer, score: None)
         self.batches = make_batches(train_tokens, cfg.batching, cfg.batch_size, cfg.seq_len, cfg.seed,
@@ -138,6 +143,7 @@ class Trainer:
         self.window = LogWindow.empty(device)
         self.received_signal: int | None = None  # set by this process's signal handler (run.stop_on_signals)
         self.stop_signal: int | None = None  # the signal every worker agreed to stop for
+        self.skip_eval = False  # set by a second stop signal: save without scoring
         # replay forward/backward as a CUDA graph (graphs.py): fused cells on one GPU; CHARRNN_CUDA_GRAPHS=0 disables
         self.use_graph = (device.type == "cuda" and not world.enabled and cfg.cell in FUSED_CELLS
                           and os.environ.get("CHARRNN_CUDA_GRAPHS", "1") != "0")
@@ -150,8 +156,14 @@ class Trainer:
     def progress(self) -> float:
         done = self.step / self.cfg.steps
         if self.cfg.max_time is not None:
-            done = max(done, self.elapsed / self.cfg.max_time)
+            done = max(done, self.elapsed / self.training_time())
         return done
+
+    def training_time(self) -> float:
+        """The seconds of ``max_time`` for training: the end of the budget is kept for the final evaluation, as
+        long as the last evaluation took (at most half of it), so that the run ends on time."""
+        assert self.cfg.max_time is not None
+        return self.cfg.max_time - min(self.eval_seconds, self.cfg.max_time / 2)
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on one batch. Returns the loss and the gradient norm before clipping, as tensors on the
@@ -192,7 +204,7 @@ class Trainer:
 
     def fit(self) -> Summary:
         """Train until ``steps``, ``max_time`` or a stop signal, evaluating every ``eval_every`` steps and at
-        the end (not after a stop signal, which saves at once)."""
+        the end. A stop signal saves after the step, scored unless a second one skips the evaluation."""
         cfg = self.cfg
         self.model.train()
         started = time.perf_counter() - self.elapsed
@@ -213,31 +225,57 @@ class Trainer:
                 raise CharRNNError(
                     f"the loss or gradients were not finite for {int(self.bad_run)} steps in a row (step "
                     f"{self.step}); lower --lr or --clip, and resume from the last checkpoint", exit_code=4)
-            if cfg.max_time is not None and self.elapsed >= cfg.max_time:
+            if cfg.max_time is not None and self.elapsed >= self.training_time():
                 stopped_by = "time"
                 break
             if self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                self._validate()
+                score = self._validate()
                 self.model.train()
                 window_start += time.perf_counter() - started - self.elapsed  # evaluation is not training
+                self.stop_signal = int(self._agree(self.received_signal or 0)) or None  # one came while evaluating?
             elif self.stop_signal is not None:
-                self.save(self, None)
+                score = self._score_for_stop()
             if self.stop_signal is not None:
-                return Summary(self.step, self.elapsed, None, self.best_loss, self.best_step, "signal")
+                return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, "signal")
         score = self._validate()
+        if score is None:  # stop signals came during the final evaluation
+            self.stop_signal, stopped_by = self.received_signal, "signal"
         return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, stopped_by)
 
-    def evaluate(self) -> Score:
-        return evaluate(self.model, self.val_tokens, self.device, self.world)
+    def evaluate(self) -> Score | None:
+        """Score the validation slice (``eval_tokens``); None if a second stop signal cut the evaluation short."""
+        started = time.perf_counter()
+        try:
+            score = evaluate(self.model, self.eval_tokens, self.device, self.world, self.eval_progress,
+                             stop=lambda: self.skip_eval)
+        except Stopped:
+            score = None
+        if self._agree(score is None):  # every worker keeps the score, or none does
+            return None
+        self.eval_seconds = self._agree(time.perf_counter() - started)
+        return score
+
+    def _agree(self, value: float) -> float:
+        """The largest of the workers' values (the value itself on one process)."""
+        return dist.all_max(self.world, [float(value)], self.device)[0] if self.world.enabled else value
 
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def _validate(self) -> Score:
+    def _validate(self) -> Score | None:
+        """Evaluate, log the score and save a checkpoint with it (without one if the evaluation was skipped)."""
         score = self.evaluate()
-        if score.loss < self.best_loss:
-            self.best_loss, self.best_step = score.loss, self.step
-        self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
+        if score is not None:
+            if score.loss < self.best_loss:
+                self.best_loss, self.best_step = score.loss, self.step
+            self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
+        self.save(self, score)
+        return score
+
+    def _score_for_stop(self) -> Score | None:
+        """Save the checkpoint of a stop signal with its score, so that it competes with the validated ones for
+        best; the score stays out of the log and the best loss, so a resumed run repeats an uninterrupted one."""
+        score = self.evaluate()
         self.save(self, score)
         return score
 

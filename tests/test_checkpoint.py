@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -266,3 +267,15 @@ def test_latest_run_and_resolve_latest(tmp_path: Path):
     assert checkpoint.latest_of(runs / "a").step == 3
     with pytest.raises(CharRNNError, match="does not exist"):
         checkpoint.find(runs / "missing", runs)
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_checkpoint_files_follow_the_umask(tmp_path: Path, umask: int, mode: int):
+    # safetensors writes its file 0600: a checkpoint shared with others must be readable like its other files
+    old = os.umask(umask)
+    try:
+        _, path = make(tmp_path, 10, 1.0)
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {
+        name: mode for name in ("model.safetensors", "meta.json")}

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn import __version__, checkpoint
-from charrnn.cli import app
+from charrnn import __version__, checkpoint, devices, train
+from charrnn.cli import app, views
 from tests.helpers import ROOT, TINY_FLAGS
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """--threads (and generate's default of one) set torch's threads for this whole process: put them back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def cli(*args: str):
@@ -50,7 +59,10 @@ def test_train_generate_eval_end_to_end(trained: Path):
     assert first.exit_code == 0, first.output
     assert first.stdout == again.stdout
     assert first.stdout.startswith("machine") and len(first.stdout) == len("machine") + 80 + 1
-    assert first.stderr == ""  # stdout holds the text, and nothing else is said
+    best = min(val, key=lambda m: m["loss"])
+    used = (f"using runs/{run_dir.name}/checkpoints/step-{best['step']:08d} (step {best['step']}, "
+            f"val loss {best['loss']:.4f})")
+    assert first.stderr == used + "\n"  # stdout holds the text, and stderr only says which checkpoint made it
     greedy = [cli("generate", "--prefix", "café", "--greedy", "--length", "30").stdout for _ in range(2)]
     assert greedy[0] == greedy[1]
     one = cli("generate", "--prefix", "machine", "--greedy", "--length", "20").stdout
@@ -68,7 +80,27 @@ def test_train_generate_eval_end_to_end(trained: Path):
     assert score["bpc"] == pytest.approx(score["loss"] / math.log(2))
     assert score["chars"] > 0
     plain = cli("eval")
-    assert "perplexity" in plain.stdout and "bits/char" in plain.stdout
+    assert "perplexity" in plain.stdout and "bits/char" in plain.stdout and plain.stderr == used + "\n"
+
+
+def test_after_a_stop_signal_generate_can_use_the_stop_checkpoint(corpus: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    step = train.Trainer.train_step
+
+    def train_step(self, batch):  # a Ctrl-C during step 15, between the validations at steps 10 and 20
+        out = step(self, batch)
+        self.received_signal = signal.SIGINT if self.step == 15 else self.received_signal
+        return out
+
+    monkeypatch.setattr(train.Trainer, "train_step", train_step)
+    result = cli("train", corpus, "--steps", "30", *TINY_FLAGS, "--out", "r")
+    assert result.exit_code == 130, result.output
+    stop = checkpoint.latest_of(Path("r"))
+    assert stop.step == 15 and stop.val_loss is not None  # scored, so it competes with step 10 for best
+    assert f"stopped by SIGINT at step 15; checkpoint saved (val loss {stop.val_loss:.4f})" in result.stderr
+    best = checkpoint.best_of(Path("r"))
+    generated = cli("generate", "--checkpoint", "r", "--length", "5")
+    assert generated.stderr == f"using {best.path} (step {best.step}, val loss {best.val_loss:.4f})\n"
 
 
 def test_eval_on_a_file_and_unknown_characters(trained: Path, tmp_path: Path):
@@ -103,6 +135,8 @@ def test_no_run_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         (["--cell", "lstn"], "cell must be one of rnn, gru, lstm"),
         (["--batch-size", "500"], "the training split (5400 characters) is too short for 500 streams"),
         (["--errors", "maybe"], "--errors must be strict, replace or ignore"),
+        (["--eval-chars", "-1"], "eval_chars must be >= 0 (0 scores the whole split), not -1"),
+        (["--threads", "0"], "--threads must be at least 1, not 0"),
     ],
 )
 def test_bad_training_settings(corpus: Path, tmp_path: Path, monkeypatch, args, message):
@@ -380,3 +414,81 @@ def test_a_file_name_that_is_not_utf8(tmp_path: Path, monkeypatch):
     assert json.loads(score.stdout)["text"].startswith(str(tmp_path / name).encode("utf-8", "surrogateescape")
                                                        .decode("utf-8", "replace")[:5])
     assert cli("eval").exit_code == 0
+
+
+WATCH_TORCH_IMPORT = """
+import importlib.abc, os, runpy, sys
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            print("torch loads with OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY"), flush=True)
+            sys.meta_path.remove(self)
+sys.meta_path.insert(0, Watch())
+sys.argv = ["charrnn", "--version"]
+if ENTRY == "script":
+    from charrnn.cli import main
+    main()
+else:
+    runpy.run_module("charrnn", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", ["script", "python -m"])
+@pytest.mark.parametrize(("given", "seen"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_wait_passively_unless_told_otherwise(entry: str, given: str | None, seen: str):
+    # libgomp reads OMP_WAIT_POLICY once, as torch loads: the command line must set it before anything imports torch
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update({"PYTHONPATH": str(Path(__file__).parent.parent)}, **({"OMP_WAIT_POLICY": given} if given else {}))
+    out = subprocess.run([sys.executable, "-c", f"ENTRY = {entry!r}\n" + WATCH_TORCH_IMPORT], capture_output=True,
+                         text=True, env=env, check=True)
+    assert out.stdout.splitlines() == [f"torch loads with OMP_WAIT_POLICY {seen}", f"charrnn {__version__}"]
+
+
+def test_threads_option(trained: Path):
+    assert cli("generate", "--length", "5", "--threads", "2").exit_code == 0 and torch.get_num_threads() == 2
+    assert cli("generate", "--length", "5").exit_code == 0 and torch.get_num_threads() == 1  # one stream: one thread
+    assert cli("eval", "--threads", "1").exit_code == 0 and torch.get_num_threads() == 1
+    for command in ("generate", "eval"):
+        assert_user_error(cli(command, "--threads", "0"), 2, "--threads must be at least 1, not 0")
+
+
+def test_training_warns_once_when_another_process_slows_it(corpus: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    slowed = devices.Contention.slowed
+    # every window after the first runs at a tenth of the speed, as with a busy neighbour
+    monkeypatch.setattr(devices.Contention, "slowed",
+                        lambda watch, speed: slowed(watch, speed / (10 if watch.best else 1)))
+    result = cli("train", corpus, "--steps", "30", "--threads", "1", *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
+    assert "another process may be competing for the CPU; give each fewer threads with --threads" in warning
+    assert "(this one uses 1)" in warning
+
+
+def test_progress_bar_says_where_the_run_is_and_what_it_does():
+    def fields(view: views.ProgressView) -> tuple[str, str]:
+        task = view.progress.tasks[0]
+        return task.fields["where"], task.fields["state"]
+
+    view = views.ProgressView(3000)
+    assert fields(view) == ("step 0/3000", "starting: the first steps")
+    view.on_event(train.Event("train", 250, 2.5, 1e-3, 1.0, 12_345.0, 30.0, 250 / 3000))
+    assert fields(view) == ("step 250/3000", "loss 2.5000  val -  12.3k chars/s")
+    view.on_evaluate(50_000, 250_000)
+    assert fields(view)[1] == "evaluating 20% of 250,000 chars  val -"
+    view.on_event(train.Event("val", 250, 2.0, 1e-3, None, None, 31.0, 250 / 3000))
+    assert fields(view)[1] == "loss 2.5000  val 2.0000 ppl 7.39 bpc 2.885  12.3k chars/s"
+    timed = views.ProgressView(3000, max_time=120)
+    timed.on_event(train.Event("train", 40, 2.5, 1e-3, 1.0, 1000.0, 12.4, 0.1))
+    assert fields(timed)[0] == "step 40, 12s/120s"
+
+
+def test_eval_shows_progress_on_large_texts(trained: Path, monkeypatch: pytest.MonkeyPatch):
+    heard = []
+    update = views.ScoringView.update
+    monkeypatch.setattr(views.ScoringView, "SHOW_FROM", 0)  # every text is large
+    monkeypatch.setattr(views.ScoringView, "update",
+                        lambda view, done, total: (heard.append(done), update(view, done, total)))
+    result = cli("eval", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["chars"] == heard[-1] and heard[0] == 0

@@ -84,6 +84,6 @@ def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_
     last = checkpoint.latest_of(tmp_path / "r")
     state = last.resume_state()
     assert len(state.workers) == 2 and state.trainer.step == last.step  # both workers saved, on one step
-    assert last.val_loss is None or last.step % 10 == 0
+    assert last.val_loss is not None  # the stop checkpoint is scored, by both workers together
     resumed = charrnn("train", "--resume", "r", "--steps", last.step + 4, cwd=tmp_path, workers=2)
     assert resumed.returncode == 0, resumed.stderr

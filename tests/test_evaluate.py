@@ -193,3 +193,18 @@ def test_a_worker_without_streams_adds_nothing(model: CharRNN, monkeypatch: pyte
     tokens = np.random.default_rng(0).integers(0, 7, 50)  # one stream: worker 1 of 2 has none
     ev.evaluate(model, tokens, torch.device("cpu"), World(rank=1, world_size=2))
     assert totals == [0.0]
+
+
+def test_progress_reports_every_chunk_and_stop_interrupts(model: CharRNN, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ev, "MIN_STREAM_LEN", 100)
+    monkeypatch.setattr(ev, "ACTIVATION_BUDGET", 9 * (7 + 4 * 16 * 2) * 50)  # 9 streams, chunks of 50 columns
+    tokens = np.random.default_rng(1).integers(0, 7, 1000)
+    heard: list[tuple[int, int]] = []
+    score = ev.evaluate(model, tokens, torch.device("cpu"), progress=lambda done, total: heard.append((done, total)))
+    assert len(heard) > 2 and heard[0] == (0, 999) and heard[-1] == (999, 999) == (score.chars, score.chars)
+    assert [d for d, _ in heard] == sorted(d for d, _ in heard)
+    heard.clear()
+    with pytest.raises(ev.Stopped):  # asked to stop after two chunks: no score, the model back in its mode
+        ev.evaluate(model.train(), tokens, torch.device("cpu"), progress=lambda d, t: heard.append((d, t)),
+                    stop=lambda: len(heard) >= 3)
+    assert len(heard) == 3 and model.training

@@ -1,13 +1,18 @@
 import math
+import signal
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from charrnn import train
 from charrnn.corpus import load_corpus
+from charrnn.data import split
 from charrnn.errors import CharRNNError
+from charrnn.evaluate import evaluate
 from charrnn.train import Event, lr_factor
 from tests.helpers import make_trainer
 
@@ -199,3 +204,77 @@ def test_non_finite_weights_are_never_saved(corpus, tiny):
     assert info.value.exit_code == 4
     run_dir = trainer.save.__self__.run_dir
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_validation_scores_a_fixed_slice_of_the_split(corpus, tiny):
+    _, val = split(load_corpus(corpus).tokens, tiny.val_fraction)
+    for eval_chars, chars in ((100, 100), (0, len(val) - 1), (10**6, len(val) - 1)):
+        scores: list = []
+        trainer = make_trainer(corpus, replace(tiny, steps=20, eval_chars=eval_chars),
+                               save=lambda t, s, scores=scores: scores.append(s))
+        trainer.fit()
+        assert [s.chars for s in scores] == [chars, chars]
+        assert scores[-1] == evaluate(trainer.model, val[:chars + 1], trainer.device)  # the first chars + 1
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_a_stop_signal_saves_a_scored_checkpoint_unless_given_twice(corpus, tiny, twice):
+    events, saves = [], []
+    trainer = make_trainer(corpus, tiny, callback=events.append, save=lambda t, s: saves.append((t.step, s)))
+    step = trainer.train_step
+
+    def train_step(batch):
+        out = step(batch)
+        if trainer.step == 15:  # as run.py's signal handler does for a first (and a second) Ctrl-C
+            trainer.received_signal, trainer.skip_eval = signal.SIGINT, twice
+        return out
+
+    trainer.train_step = train_step
+    summary = trainer.fit()
+    assert summary.stopped_by == "signal" and summary.steps == 15 and trainer.stop_signal == signal.SIGINT
+    assert [step for step, _ in saves] == [10, 15]
+    assert (saves[-1][1] is None) == twice and summary.final == saves[-1][1]
+    if not twice:  # scored like the validated checkpoints, so that it competes with them for best
+        assert saves[-1][1] == evaluate(trainer.model, trainer.eval_tokens, trainer.device)
+    # ...but kept out of the log and the best loss: a resumed run repeats an uninterrupted one
+    assert [e.step for e in events if e.split == "val"] == [10] and summary.best_step == 10
+
+
+def test_max_time_keeps_room_for_the_final_evaluation(corpus, tiny, monkeypatch):
+    # a fake clock: a training step takes 0.1 s, an evaluation 1 s; the run must end, evaluation included,
+    # within one step of --max-time, with the learning rate fully decayed
+    clock = [0.0]
+    monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    real_evaluate = train.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        clock[0] += 1.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", slow_evaluate)
+    trainer = make_trainer(corpus, replace(tiny, steps=10**6, max_time=5.0, eval_every=10))
+    step = trainer.train_step
+
+    def timed_step(batch):
+        clock[0] += 0.1
+        return step(batch)
+
+    trainer.train_step = timed_step
+    summary = trainer.fit()
+    assert summary.stopped_by == "time" and trainer.eval_seconds == pytest.approx(1.0)
+    assert clock[0] <= 5.0 + 0.1 + 1e-6
+    assert trainer.progress() >= 1.0
+
+
+def test_signals_stop_then_skip_the_scoring_then_quit():
+    from charrnn import run
+
+    trainer, heard = SimpleNamespace(received_signal=None, skip_eval=False), []
+    with run._stop_on_signals(trainer, heard.append):
+        signal.raise_signal(signal.SIGINT)
+        assert (trainer.received_signal, trainer.skip_eval) == (signal.SIGINT, False)
+        signal.raise_signal(signal.SIGTERM)
+        assert (trainer.received_signal, trainer.skip_eval) == (signal.SIGINT, True)
+        with pytest.raises(run.Interrupted):
+            signal.raise_signal(signal.SIGINT)
+    assert heard == [signal.SIGINT, signal.SIGTERM]

@@ -5,7 +5,15 @@ Only the product goes to stdout (generated text, evaluation results); progress, 
 stderr. Every CharRNNError becomes one ``Error: ...`` line and a non-zero exit code.
 """
 
+# ruff: noqa: E402 - the environment is set before anything imports torch
 from __future__ import annotations
+
+import os
+
+# Let OpenMP threads that wait for work sleep instead of spinning (libgomp reads this once, as torch loads): two
+# spinning torch processes on the same cores, e.g. `charrnn generate` beside a training run, slow each other
+# down many times over (bench/contention.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from typing import Annotated
 

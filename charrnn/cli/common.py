@@ -34,6 +34,9 @@ CheckpointOption = Annotated[Path | None, typer.Option(
     "--checkpoint", help="Run directory or checkpoint. [default: best checkpoint of the latest run]",
     show_default=False)]
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps.")]
+ThreadsOption = Annotated[int | None, typer.Option(
+    help="CPU threads torch may use (fewer when other programs need the cores too). [default: one per core]",
+    show_default=False)]
 EncodingOption = Annotated[str, typer.Option(help="Text encoding of the file.")]
 ErrorsOption = Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")]
 ERRORS_POLICIES = ("strict", "replace", "ignore")
@@ -120,9 +123,11 @@ def check_errors_policy(errors: str) -> None:
 
 
 def load(path: Path | None, device: str) -> tuple[checkpoint.Checkpoint, CharRNN, torch.device]:
-    """The checkpoint a user means and its model on the device, saying which older one is used if newer ones
-    are damaged."""
+    """The checkpoint a user means and its model on the device, saying which one it is (and why, if newer ones
+    are damaged)."""
     ckpt = checkpoint.find(path, run.RUNS_ROOT)
     warn(ckpt.skipped, "; using an older checkpoint")
+    scored = "not scored" if ckpt.val_loss is None else f"val loss {ckpt.val_loss:.4f}"
+    say(f"using {ckpt.path} (step {ckpt.step}, {scored})")
     dev = devices.resolve(device)
     return ckpt, ckpt.load_model(dev), dev

@@ -9,12 +9,13 @@ from typing import Annotated
 
 import typer
 
-from charrnn import run
+from charrnn import devices, run
 from charrnn.cli.common import (
     CheckpointOption,
     DeviceOption,
     EncodingOption,
     ErrorsOption,
+    ThreadsOption,
     app,
     check_errors_policy,
     load,
@@ -22,7 +23,7 @@ from charrnn.cli.common import (
     stdout,
     user_errors,
 )
-from charrnn.cli.views import ReadingView
+from charrnn.cli.views import ReadingView, ScoringView
 from charrnn.corpus import load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate
@@ -38,9 +39,11 @@ def eval_cmd(
     device: DeviceOption = "auto",
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
+    threads: ThreadsOption = None,
 ) -> None:
     """Print loss (nats/char), bits per character and perplexity of a model on a text."""
     check_errors_policy(errors)
+    devices.set_threads(threads)
     out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)
     with ReadingView() as reading:
@@ -50,7 +53,8 @@ def eval_cmd(
             tokens, source = load_corpus(corpus, encoding, errors, ckpt.vocab, reading.update).tokens, str(corpus)
     if len(tokens) < 2:
         raise CharRNNError(f"{source} needs at least two characters to score")
-    score = evaluate(model, tokens, dev)
+    with ScoringView() as scoring:
+        score = evaluate(model, tokens, dev, progress=scoring.update)
     if as_json:
         numbers = {k: v if math.isfinite(v) else None for k, v in score.to_dict().items()}  # JSON has no NaN
         print(json.dumps({**numbers, "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step},

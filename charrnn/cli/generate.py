@@ -10,7 +10,7 @@ from typing import Annotated
 import torch
 import typer
 
-from charrnn import config
+from charrnn import config, devices
 from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, stdout, user_errors
 from charrnn.errors import CharRNNError
 from charrnn.sample import Sampling, generate, generate_chunks
@@ -34,6 +34,9 @@ def generate_cmd(
                                                      "input) instead of --prefix.", show_default=False)] = None,
     checkpoint_path: CheckpointOption = None,
     device: DeviceOption = "auto",
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads torch may use. [default: 1 for one sample (as fast as more: each step is small), "
+             "else one per core]", show_default=False)] = None,
 ) -> None:
     """Continue PREFIX with a trained model; only the text goes to stdout."""
     how = Sampling(temperature, top_k, top_p, greedy)
@@ -47,6 +50,7 @@ def generate_cmd(
         if prefix:
             raise CharRNNError("give the prefix with --prefix or with --prefix-file, not both")
         prefix = _read_prefix(prefix_file)
+    devices.set_threads(1 if threads is None and num_samples == 1 else threads)
     ckpt, model, dev = load(checkpoint_path, device)
     vocab = ckpt.vocab
     start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from charrnn import config, dist, run
-from charrnn.cli.common import EncodingOption, ErrorsOption, app, check_errors_policy, user_errors
+from charrnn import config, devices, dist, run
+from charrnn.cli.common import EncodingOption, ErrorsOption, ThreadsOption, app, check_errors_policy, user_errors
 from charrnn.cli.views import ProgressView, ReadingView, say, warn
+from charrnn.train import Event
 
 DEFAULTS = config.TrainConfig()
 
@@ -61,6 +62,8 @@ def train(
                                                "none")] = None,
     eval_every: Annotated[int | None, _setting("Evaluate on the validation split and save every N steps.",
                                                DEFAULTS.eval_every)] = None,
+    eval_chars: Annotated[int | None, _setting("Validation during training scores the split's first N characters "
+                                               "(0 = all of it).", DEFAULTS.eval_chars)] = None,
     log_every: Annotated[int | None, _setting("Log the training loss every N steps.", DEFAULTS.log_every)] = None,
     keep: Annotated[int | None, _setting("Keep this many newest checkpoints (plus the best).", DEFAULTS.keep)] = None,
     seed: Annotated[int | None, _setting("Random seed (same seed, same run).", DEFAULTS.seed)] = None,
@@ -70,10 +73,12 @@ def train(
                                               DEFAULTS.precision)] = None,
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a model on CORPUS and save checkpoints in a run directory."""
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
     check_errors_policy(errors)
+    devices.set_threads(threads)  # checked before anything is written
     world = dist.from_env()
     dist.start(world)
 
@@ -84,16 +89,28 @@ def train(
                                progress=reading.update)
 
     try:
-        _train(world, dist.rank0_first(world, prepare))  # rank 0 fills the corpus cache first
+        _train(world, dist.rank0_first(world, prepare), threads)  # rank 0 fills the corpus cache first
     finally:
         dist.stop(world)
 
 
-def _train(world: dist.World, setup: run.Setup) -> None:
+def _train(world: dist.World, setup: run.Setup, threads: int | None) -> None:
     """Train a prepared run; only rank 0 draws progress and speaks."""
     main = world.is_main
-    view = ProgressView() if main else contextlib.nullcontext()
-    trainer = run.build_trainer(setup, world, on_event=view.on_event if main else None)
+    view = ProgressView(setup.cfg.steps, setup.cfg.max_time) if main else contextlib.nullcontext()
+    contention = devices.Contention()
+
+    def on_event(e: Event) -> None:
+        view.on_event(e)
+        if e.split == "train" and trainer.device.type == "cpu" and contention.slowed(e.chars_per_s or 0.0):
+            warn([f"training slowed from {contention.best / 1000:.1f}k to {e.chars_per_s / 1000:.1f}k chars/s: "
+                  f"another process may be competing for the CPU; give each fewer threads with --threads "
+                  f"(this one uses {threads_used})"])
+
+    trainer = run.build_trainer(setup, world, on_event=on_event if main else None)
+    threads_used = devices.set_threads(threads)  # again: build_trainer shares the cores among torchrun's workers
+    if main:
+        trainer.eval_progress = view.on_evaluate
     if main:
         warn(setup.warnings)
         if setup.resume is not None:
@@ -101,16 +118,20 @@ def _train(world: dist.World, setup: run.Setup) -> None:
         say(run.describe(setup, trainer))
 
     def on_signal(signum: int) -> None:
-        if main:
-            say(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to quit at once)")
+        if main and not trainer.skip_eval:
+            say(f"\n{signal.Signals(signum).name}: finishing this step, scoring and saving it (again to save "
+                "without scoring)")
+        elif main:
+            say(f"{signal.Signals(signum).name}: saving without scoring (again to quit at once)")
 
     with view:
         summary = run.fit(trainer, setup, on_signal)
     quoted = shlex.quote(str(setup.run_dir))
-    if summary.final is None:
+    if summary.stopped_by == "signal":
         signum = trainer.stop_signal or signal.SIGINT
         if main:
-            say(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved. "
+            scored = "not scored" if summary.final is None else f"val loss {summary.final.loss:.4f}"
+            say(f"stopped by {signal.Signals(signum).name} at step {summary.steps}; checkpoint saved ({scored}). "
                 f"Resume with: charrnn train --resume {quoted}")
         dist.barrier(world)  # no worker exits (and makes torchrun stop the others) before rank 0 has said so
         raise typer.Exit(128 + signum)

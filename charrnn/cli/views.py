@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -57,26 +56,68 @@ class ReadingView:
             self.progress = None
 
 
-class ProgressView:
-    """Draws training progress on stderr: a live bar on a terminal, plain lines otherwise."""
+class ScoringView:
+    """A progress bar for scoring a large text with ``charrnn eval`` (small ones are done before it would show)."""
 
-    PLAIN_EVERY = 5.0  # seconds between plain lines for train windows
+    SHOW_FROM = 1_000_000  # characters
 
     def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def update(self, done: int, total: int) -> None:
+        if total < self.SHOW_FROM:
+            return
+        if self.progress is None:
+            self.progress = Progress(TextColumn("scoring"), BarColumn(),
+                                     TextColumn("{task.completed:,.0f}/{task.total:,.0f} chars"),
+                                     TimeRemainingColumn(), console=err, transient=True)
+            self.task = self.progress.add_task("score", total=total)
+            self.progress.start()
+        self.progress.update(self.task, completed=done)
+
+    def __enter__(self) -> ScoringView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class ProgressView:
+    """Draws training progress on stderr: a live bar on a terminal, plain lines otherwise. The bar says where the
+    run is (step of steps, or seconds of --max-time) and what it is doing: starting, training or evaluating."""
+
+    PLAIN_EVERY = 5.0  # seconds between plain lines for train windows
+    STARTING = "starting: the first steps"
+
+    def __init__(self, steps: int, max_time: float | None = None) -> None:
         self.live = err.is_terminal
         self.last_plain = 0.0
-        self.val = "val -"
+        self.steps, self.max_time = steps, max_time
+        self.loss, self.val, self.speed = "", "val -", ""
         self.progress = Progress(
-            TextColumn("step {task.fields[step]:>6}"),
+            SpinnerColumn(),
+            TextColumn("{task.fields[where]}"),
             BarColumn(bar_width=24),
-            TextColumn("loss {task.fields[loss]}  {task.fields[val]}  {task.fields[speed]}"),
+            TextColumn("{task.fields[state]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=err,
             transient=False,
         )
-        self.task = self.progress.add_task("train", total=1.0, step=0, loss="-", val=self.val, speed="")
+        self.task = self.progress.add_task("train", total=1.0, where=self._where(0, 0.0), state=self.STARTING)
+
+    def _where(self, step: int, elapsed: float) -> str:
+        if self.max_time is None:
+            return f"step {step}/{self.steps}"
+        return f"step {step}, {elapsed:.0f}s/{self.max_time:g}s"
+
+    def on_evaluate(self, done: int, total: int) -> None:
+        """An evaluation in progress (done of total characters)."""
+        state = f"evaluating {100 * done // max(total, 1)}% of {total:,} chars  {self.val}"
+        self.progress.update(self.task, state=state)
 
     def __enter__(self) -> ProgressView:
         if self.live:
@@ -90,14 +131,15 @@ class ProgressView:
     def on_event(self, e: Event) -> None:
         if e.split == "val":
             self.val = f"val {e.loss:.4f} ppl {e.perplexity:.2f} bpc {e.bpc:.3f}"
-        fields: dict[str, Any] = {"step": e.step, "val": self.val}
-        if e.split == "train":
-            fields.update(loss=f"{e.loss:.4f}", speed=f"{e.chars_per_s / 1000:.1f}k chars/s")
-        self.progress.update(self.task, completed=min(1.0, e.progress), **fields)
+        else:
+            self.loss, self.speed = f"loss {e.loss:.4f}", f"{e.chars_per_s / 1000:.1f}k chars/s"
+        state = f"{self.loss}  {self.val}  {self.speed}" if self.loss else self.STARTING
+        self.progress.update(self.task, completed=min(1.0, e.progress), where=self._where(e.step, e.elapsed),
+                             state=state)
         if not self.live and (e.split == "val" or e.elapsed - self.last_plain >= self.PLAIN_EVERY):
             self.last_plain = e.elapsed
             if e.split == "val":
                 line = f"step {e.step} {self.val}"
             else:
-                line = f"step {e.step} loss {e.loss:.4f} lr {e.lr:.2e} {fields['speed']}"
+                line = f"step {e.step} {self.loss} lr {e.lr:.2e} {self.speed}"
             err.print(f"{line} [{e.elapsed:.0f}s, {100 * min(1.0, e.progress):.0f}%]", soft_wrap=True)
