@@ -278,3 +278,23 @@ def test_signals_stop_then_skip_the_scoring_then_quit():
         with pytest.raises(run.Interrupted):
             signal.raise_signal(signal.SIGINT)
     assert heard == [signal.SIGINT, signal.SIGTERM]
+
+
+def test_a_non_finite_gradient_alone_skips_the_update_and_restarts_the_streams(corpus, tiny, monkeypatch):
+    trainer = make_trainer(corpus, tiny)
+    trainer.train_step(next(trainer.batches))
+    assert all(h.abs().sum() > 0 for h in trainer.hidden)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    monkeypatch.setattr("torch.nn.utils.clip_grad_norm_", lambda params, max_norm: torch.tensor(float("inf")))
+    loss, norm = trainer.train_step(next(trainer.batches))
+    assert math.isfinite(float(loss)) and not math.isfinite(float(norm))  # the loss was fine, the gradient not
+    assert all(torch.equal(p, b) for p, b in zip(trainer.model.parameters(), before, strict=True))
+    assert int(trainer.bad_run) == 1 and all(h.abs().sum() == 0 for h in trainer.hidden)
+
+
+def test_the_learning_rate_follows_the_schedule_step_by_step(corpus, tiny):
+    trainer = make_trainer(corpus, replace(tiny, warmup_steps=5, steps=20, lr=1e-2, min_lr_ratio=0.1))
+    for step in range(1, 8):
+        trainer.train_step(next(trainer.batches))
+        want = 1e-2 * lr_factor(step, (step - 1) / 20, 5, 0.1)  # scheduled before the step counter moves on
+        assert trainer.lr() == pytest.approx(want, rel=1e-9), step
