@@ -486,9 +486,14 @@ def test_progress_bar_says_where_the_run_is_and_what_it_does():
 
 def test_eval_shows_progress_on_large_texts(trained: Path, monkeypatch: pytest.MonkeyPatch):
     heard = []
-    update = views.ScoringView.update
-    monkeypatch.setattr(views.ScoringView, "SHOW_FROM", 0)  # every text is large
-    monkeypatch.setattr(views.ScoringView, "update",
-                        lambda view, done, total: (heard.append(done), update(view, done, total)))
+    scoring_view = views.scoring_view
+
+    def every_text_is_large() -> views.BarView:
+        view = scoring_view()
+        view.show_from, update = 0, view.update
+        view.update = lambda done, total: (heard.append(done), update(done, total))
+        return view
+
+    monkeypatch.setattr("charrnn.cli.evaluate.scoring_view", every_text_is_large)
     result = cli("eval", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["chars"] == heard[-1] and heard[0] == 0

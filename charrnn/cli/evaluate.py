@@ -23,7 +23,7 @@ from charrnn.cli.common import (
     stdout,
     user_errors,
 )
-from charrnn.cli.views import ReadingView, ScoringView
+from charrnn.cli.views import reading_view, scoring_view
 from charrnn.corpus import load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate
@@ -46,14 +46,14 @@ def eval_cmd(
     devices.set_threads(threads)
     out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)
-    with ReadingView() as reading:
+    with reading_view() as reading:
         if corpus is None:
             tokens, source = run.validation_split(ckpt, reading.update)
         else:
             tokens, source = load_corpus(corpus, encoding, errors, ckpt.vocab, reading.update).tokens, str(corpus)
     if len(tokens) < 2:
         raise CharRNNError(f"{source} needs at least two characters to score")
-    with ScoringView() as scoring:
+    with scoring_view() as scoring:
         score = evaluate(model, tokens, dev, progress=scoring.update)
     if as_json:
         numbers = {k: v if math.isfinite(v) else None for k, v in score.to_dict().items()}  # JSON has no NaN

@@ -12,7 +12,7 @@ import typer
 
 from charrnn import config, devices, dist, run
 from charrnn.cli.common import EncodingOption, ErrorsOption, ThreadsOption, app, check_errors_policy, user_errors
-from charrnn.cli.views import ProgressView, ReadingView, say, warn
+from charrnn.cli.views import ProgressView, reading_view, say, warn
 from charrnn.train import Event
 
 DEFAULTS = config.TrainConfig()
@@ -83,7 +83,7 @@ def train(
     dist.start(world)
 
     def prepare() -> run.Setup:
-        with ReadingView() as reading:
+        with reading_view() as reading:
             return run.prepare(corpus, config_file=config_file, flags=flags, out=out, resume=resume,
                                init_from=init_from, grow_vocab=grow_vocab, encoding=encoding, errors=errors,
                                progress=reading.update)

@@ -7,6 +7,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -29,25 +30,24 @@ def warn(warnings: list[str] | tuple[str, ...], suffix: str = "") -> None:
         say(f"Warning: {w}{suffix}")
 
 
-class ReadingView:
-    """A progress bar for reading and encoding a large corpus (small ones are done before it would show)."""
+class BarView:
+    """A progress bar for a long job that reports (done, total); jobs smaller than ``show_from`` finish before it
+    would be worth showing, so it never appears for them."""
 
-    SHOW_FROM = 64 << 20  # bytes
-
-    def __init__(self) -> None:
+    def __init__(self, show_from: int, *columns: ProgressColumn, transient: bool = False) -> None:
+        self.show_from, self.columns, self.transient = show_from, columns, transient
         self.progress: Progress | None = None
 
     def update(self, done: int, total: int) -> None:
-        if total < self.SHOW_FROM:
+        if total < self.show_from:
             return
         if self.progress is None:
-            self.progress = Progress(TextColumn("reading corpus"), BarColumn(), DownloadColumn(),
-                                     TransferSpeedColumn(), TimeRemainingColumn(), console=err)
-            self.task = self.progress.add_task("read", total=total)
+            self.progress = Progress(*self.columns, console=err, transient=self.transient)
+            self.task = self.progress.add_task("", total=total)
             self.progress.start()
         self.progress.update(self.task, completed=done)
 
-    def __enter__(self) -> ReadingView:
+    def __enter__(self) -> BarView:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,32 +56,16 @@ class ReadingView:
             self.progress = None
 
 
-class ScoringView:
-    """A progress bar for scoring a large text with ``charrnn eval`` (small ones are done before it would show)."""
+def reading_view() -> BarView:
+    """Reading and encoding a corpus of 64 MiB or more."""
+    return BarView(64 << 20, TextColumn("reading corpus"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())
 
-    SHOW_FROM = 1_000_000  # characters
 
-    def __init__(self) -> None:
-        self.progress: Progress | None = None
-
-    def update(self, done: int, total: int) -> None:
-        if total < self.SHOW_FROM:
-            return
-        if self.progress is None:
-            self.progress = Progress(TextColumn("scoring"), BarColumn(),
-                                     TextColumn("{task.completed:,.0f}/{task.total:,.0f} chars"),
-                                     TimeRemainingColumn(), console=err, transient=True)
-            self.task = self.progress.add_task("score", total=total)
-            self.progress.start()
-        self.progress.update(self.task, completed=done)
-
-    def __enter__(self) -> ScoringView:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+def scoring_view() -> BarView:
+    """Scoring a text of a million characters or more with ``charrnn eval``."""
+    return BarView(1_000_000, TextColumn("scoring"), BarColumn(),
+                   TextColumn("{task.completed:,.0f}/{task.total:,.0f} chars"), TimeRemainingColumn(), transient=True)
 
 
 class ProgressView:
