@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import charrnn
 from charrnn import checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError
@@ -279,3 +280,80 @@ def test_checkpoint_files_follow_the_umask(tmp_path: Path, umask: int, mode: int
         os.umask(old)
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()} == {
         name: mode for name in ("model.safetensors", "meta.json")}
+
+
+def rewrite_weights(path: Path, data: bytes) -> None:
+    """Replace a checkpoint's weights file and keep its manifest consistent (as a careful tamperer would)."""
+    (path / "model.safetensors").write_bytes(data)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["files"]["model.safetensors"] = {"size": len(data), "sha256": checkpoint._sha256(path / "model.safetensors")}
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def safetensors_bytes(header: object, body: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + body
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("short", "unreadable weights \\(the safetensors header is cut short\\)"),
+    ("long-header", "unreadable weights \\(the safetensors header is cut short\\)"),
+    ("not-object", "unreadable weights \\(the safetensors header is not an object\\)"),
+    ("bad-shape", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
+    ("negative-shape", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
+    ("extra-tensor", "weights that do not fit the model its meta.json describes"),
+    ("nan", "weights that are not finite"),
+    ("huge", "weights that do not fit the model its meta.json describes"),
+    ("deep", "weights that do not fit the model its meta.json describes"),
+    ("outside", "its manifest names files it cannot hold"),
+])
+def test_weights_that_do_not_fit_their_metadata_are_refused(tmp_path: Path, how: str, message: str):
+    from safetensors.torch import save as to_bytes
+
+    model, path = make(tmp_path, 1, 1.0)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    meta = json.loads((path / "meta.json").read_text())
+    if how == "short":
+        rewrite_weights(path, b"\x10\x00\x00")
+    elif how == "long-header":
+        rewrite_weights(path, (10**6).to_bytes(8, "little") + b"{}")
+    elif how == "not-object":
+        rewrite_weights(path, safetensors_bytes([1, 2]))
+    elif how in ("bad-shape", "negative-shape"):
+        shape = ["4"] if how == "bad-shape" else [4, -3]
+        rewrite_weights(path, safetensors_bytes({"embed.weight": {"dtype": "F32", "shape": shape,
+                                                                 "data_offsets": [0, 0]}}))
+    elif how == "extra-tensor":
+        rewrite_weights(path, to_bytes({**weights, "spare": torch.zeros(2)}))
+    elif how == "nan":
+        weights["head.bias"][1] = float("nan")
+        rewrite_weights(path, to_bytes(weights))
+    elif how in ("huge", "deep"):
+        meta = json.loads((path / "meta.json").read_text())
+        meta["model"]["hidden_size" if how == "huge" else "num_layers"] = 100_000
+        (path / "meta.json").write_text(json.dumps(meta))
+    elif how == "outside":  # a real file elsewhere, with its true size and hash
+        (tmp_path / "elsewhere").write_text("x")
+        meta["files"]["../../elsewhere"] = {"size": 1, "sha256": checkpoint._sha256(tmp_path / "elsewhere")}
+        (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CharRNNError, match=message):
+        checkpoint.verify(path)
+
+
+def test_weights_with_safetensors_metadata_load(tmp_path: Path):
+    from safetensors.torch import save as to_bytes
+
+    model, path = make(tmp_path, 1, 1.0)
+    rewrite_weights(path, to_bytes(model.state_dict(), metadata={"format": "pt"}))  # a __metadata__ entry
+    loaded = checkpoint.verify(path).load_model()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+
+
+def test_an_interrupted_save_leaves_nothing_and_the_version_is_recorded(tmp_path: Path, monkeypatch):
+    _, path = make(tmp_path, 1, 1.0)
+    assert json.loads((path / "meta.json").read_text())["charrnn_version"] == charrnn.__version__
+    monkeypatch.setattr(checkpoint, "_sha256", lambda p: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path, 2, 1.0)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]
