@@ -1,14 +1,15 @@
 """Training beside another torch process on the same CPU cores: steps/s of `charrnn train` alone and with a
-`charrnn generate --length 100000000` running beside it, with the old defaults and the new ones, in the same run.
+`charrnn generate --length 100000000` running beside it, under three settings, in the same run.
 
     python bench/contention.py CORPUS [--seconds 30]
 
-"before" emulates the old defaults: OMP_WAIT_POLICY=ACTIVE (libgomp's threads spin while they wait for work) and
-torch's default threads (one per core) in both processes. "after" is charrnn's defaults: OMP_WAIT_POLICY=PASSIVE
-and one thread for a one-stream generate. Each training run is `charrnn train CORPUS --max-time SECONDS
---log-every 1` in a temporary directory (the model generate uses is trained there first, for a few seconds),
-its speed read from the last training window in its metrics. Prints one JSON line
-per case and a summary line with each case's steps/s as a ratio of training alone with the same defaults.
+  old      what charrnn did before: OpenMP's default wait policy and torch's default threads (one per core) in
+           both processes (an empty OMP_WAIT_POLICY is ignored by libgomp, and keeps charrnn from setting one)
+  passive  OMP_WAIT_POLICY=PASSIVE in both processes, generate on one thread
+  new      charrnn's defaults: training untouched; generate waits passively, on one thread for one stream
+Each training run is `charrnn train CORPUS --max-time SECONDS --log-every 1` in a temporary directory (the model
+generate uses is trained there first, for a few seconds), its speed read from the last training window in its
+metrics. Prints one JSON line per case and a summary: steps/s for each case as a ratio of the old defaults alone.
 Run it on an otherwise quiet machine: it measures contention, so anything else running skews it.
 """
 
@@ -30,11 +31,14 @@ def charrnn(*args: object, env: dict[str, str], cwd: Path, **kwargs) -> subproce
     return subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], env=env, cwd=cwd, **kwargs)
 
 
+MODES = ("old", "passive", "new")
+
+
 def environment(mode: str, cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env.update(PYTHONPATH=str(ROOT), CHARRNN_CACHE_DIR=str(cache))
-    if mode == "before":
-        env["OMP_WAIT_POLICY"] = "ACTIVE"
+    if mode != "new":
+        env["OMP_WAIT_POLICY"] = {"old": "", "passive": "PASSIVE"}[mode]
     return env
 
 
@@ -57,14 +61,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="contention-") as tmp:
         cwd = Path(tmp)
         charrnn("train", corpus, "--max-time", 5, "--device", "cpu", "--out", "model",
-                env=environment("after", cwd / "cache"), cwd=cwd, stderr=subprocess.DEVNULL).wait()
+                env=environment("new", cwd / "cache"), cwd=cwd, stderr=subprocess.DEVNULL).wait()
         results = {}
-        for mode in ("before", "after"):
+        for mode in MODES:
             env = environment(mode, cwd / "cache")
             for neighbour in (False, True):
                 generate = None
                 if neighbour:  # the old default was torch's threads for generate too
-                    threads = ["--threads", cores] if mode == "before" else []
+                    threads = ["--threads", cores] if mode == "old" else []
                     generate = charrnn("generate", "--checkpoint", "model", "--length", 100_000_000, "--seed", 0,
                                        "--device", "cpu", *threads, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
@@ -79,9 +83,10 @@ def main() -> None:
                 print(json.dumps({"mode": mode, "beside_generate": neighbour, "steps": steps,
                                   "seconds": round(elapsed, 2), "steps_per_s": round(steps / elapsed, 3),
                                   "cores": cores}), flush=True)
-    print(json.dumps({"summary": "steps/s beside generate / alone",
-                      **{mode: round(results[mode, True] / results[mode, False], 3) for mode in ("before", "after")},
-                      "after_vs_before_beside_generate": round(results["after", True] / results["before", True], 3)}))
+    base = results["old", False]
+    print(json.dumps({"summary": "steps/s as a ratio of training alone with the old defaults",
+                      **{f"{mode}{' beside generate' if beside else ' alone'}": round(speed / base, 3)
+                         for (mode, beside), speed in results.items()}}))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,14 @@ stderr. Every CharRNNError becomes one ``Error: ...`` line and a non-zero exit c
 from __future__ import annotations
 
 import os
+import sys
 
-# Let OpenMP threads that wait for work sleep instead of spinning (libgomp reads this once, as torch loads): two
-# spinning torch processes on the same cores, e.g. `charrnn generate` beside a training run, slow each other
-# down many times over (bench/contention.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# `charrnn generate` is light and latency-bound, and often runs beside a training run on the same cores: its
+# OpenMP threads sleep while they wait instead of spinning (libgomp reads this once, as torch loads), so that it
+# does not slow the training down many times over. Training and eval keep OpenMP's default: waiting passively
+# halved training's own speed (bench/contention.py).
+if sys.argv[1:2] == ["generate"]:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from typing import Annotated
 
