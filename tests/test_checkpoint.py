@@ -301,6 +301,8 @@ def safetensors_bytes(header: object, body: bytes = b"") -> bytes:
     ("not-object", "unreadable weights \\(the safetensors header is not an object\\)"),
     ("bad-shape", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
     ("negative-shape", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
+    ("entry-not-object", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
+    ("body-cut", "unreadable weights"),
     ("extra-tensor", "weights that do not fit the model its meta.json describes"),
     ("nan", "weights that are not finite"),
     ("huge", "weights that do not fit the model its meta.json describes"),
@@ -323,6 +325,10 @@ def test_weights_that_do_not_fit_their_metadata_are_refused(tmp_path: Path, how:
         shape = ["4"] if how == "bad-shape" else [4, -3]
         rewrite_weights(path, safetensors_bytes({"embed.weight": {"dtype": "F32", "shape": shape,
                                                                  "data_offsets": [0, 0]}}))
+    elif how == "entry-not-object":
+        rewrite_weights(path, safetensors_bytes({"embed.weight": 3}))
+    elif how == "body-cut":  # a header that fits the model, over data cut short
+        rewrite_weights(path, to_bytes(weights)[:-16])
     elif how == "extra-tensor":
         rewrite_weights(path, to_bytes({**weights, "spare": torch.zeros(2)}))
     elif how == "nan":
