@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from charrnn.config import TrainConfig
 from tests.helpers import synthetic_text
+
+# The tests' models are tiny: one thread does their arithmetic as fast as two, without two threads of this
+# process (and of the subprocesses some tests start) fighting over two cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -110,8 +110,10 @@ def test_sigkill_during_saves_never_leaves_an_unloadable_run(corpus: Path, tmp_p
         before = checkpoint.latest_of(run_dir).step if kill else -1
         proc = subprocess.Popen(args, cwd=tmp_path, env=env(), stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        while not (_saving(run_dir) and checkpoint.list_checkpoints(run_dir)
-                   and checkpoint.latest_of(run_dir).step > before):
+        while not (checkpoint.list_checkpoints(run_dir) and checkpoint.latest_of(run_dir).step > before):
+            assert proc.poll() is None and time.monotonic() < deadline, "training never saved again"
+            time.sleep(0.05)
+        while not _saving(run_dir):  # then the next save: kill while it is being written
             assert proc.poll() is None and time.monotonic() < deadline, "training never saved again"
         proc.kill()
         during_save += _saving(run_dir)
