@@ -435,9 +435,9 @@ else:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ["script", "python -m"])
-@pytest.mark.parametrize(("command", "given", "seen"), [
-    ("generate", None, "PASSIVE"), ("generate", "ACTIVE", "ACTIVE"), ("train", None, None), ("eval", None, None)])
+@pytest.mark.parametrize(("entry", "command", "given", "seen"), [
+    ("script", "generate", None, "PASSIVE"), ("python -m", "generate", None, "PASSIVE"),
+    ("python -m", "generate", "ACTIVE", "ACTIVE"), ("script", "train", None, None), ("python -m", "eval", None, None)])
 def test_generate_waits_passively_unless_told_otherwise(entry: str, command: str, given: str | None, seen: str):
     # libgomp reads OMP_WAIT_POLICY once, as torch loads: the command line must set it before anything imports torch
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
