@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from charrnn import checkpoint, devices, run
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import CharRNN
 from charrnn.sample import Sampling, generate
+from charrnn.stop import StopMatcher
 from charrnn.vocab import Vocab
 
 
@@ -30,9 +32,11 @@ class Model:
     checkpoint: checkpoint.Checkpoint
 
     def generate(self, prefix: str = "", length: int = 500, *, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, greedy: bool = False, seed: int | None = None) -> str:
+                 top_p: float | None = None, greedy: bool = False, seed: int | None = None,
+                 stop: Sequence[str] = ()) -> str:
         """``prefix`` followed by ``length`` generated characters (a newline starts the text if there is no prefix);
-        the same seed gives the same text."""
+        the same seed gives the same text. The text ends early at the first of the ``stop`` strings found in the
+        generated part (the stop string is left out)."""
         how = Sampling(temperature, top_k, top_p, greedy)
         start = prefix or ("\n" if "\n" in self.vocab else self.vocab.chars[0])
         ids = torch.from_numpy(self.vocab.encode(start, "the prefix").astype("int64"))
@@ -41,8 +45,13 @@ class Model:
             generator.manual_seed(seed)
         else:
             generator.seed()
-        tokens = [int(t) for t in generate(self.network, ids, length, how, generator)]
-        return prefix + self.vocab.decode(tokens)
+        matcher, text = StopMatcher(stop), [prefix]
+        for token in generate(self.network, ids, length, how, generator):
+            shown, stopped = matcher.feed(self.vocab.chars[int(token)])
+            text.append(shown)
+            if stopped:
+                break
+        return "".join(text) + matcher.flush()
 
     def score(self, text: str) -> Score:
         """Mean loss (nats), bits per character and perplexity of the model on ``text`` (at least two characters;

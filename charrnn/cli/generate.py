@@ -14,6 +14,7 @@ from charrnn import config, devices
 from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, stdout, user_errors
 from charrnn.errors import CharRNNError
 from charrnn.sample import Sampling, generate, generate_chunks
+from charrnn.stop import StopMatcher, check_stops, cut_at_stop, unescape
 
 FLUSH_EVERY = 0.05  # seconds between flushes of streamed text
 
@@ -30,6 +31,10 @@ def generate_cmd(
     top_p: Annotated[float | None, typer.Option(help="Sample from the smallest set reaching this probability.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed; the same seed gives the same text.")] = None,
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
+    stop: Annotated[list[str] | None, typer.Option(
+        "--stop", metavar="STRING", show_default=False,
+        help="End each sample at the first occurrence of this string, which is left out; repeatable. "
+        "\\n, \\t and \\\\ stand for a newline, a tab and a backslash.")] = None,
     prefix_file: Annotated[Path | None, typer.Option(help="Read the prefix from this UTF-8 file (- for standard "
                                                      "input) instead of --prefix.", show_default=False)] = None,
     checkpoint_path: CheckpointOption = None,
@@ -46,6 +51,7 @@ def generate_cmd(
         raise CharRNNError(f"--num-samples must be at least 1, not {num_samples}")
     if seed is not None:
         config.check_seed(seed, "--seed")
+    stops = check_stops([unescape(s) for s in stop or []], "--stop")
     if prefix_file is not None:
         if prefix:
             raise CharRNNError("give the prefix with --prefix or with --prefix-file, not both")
@@ -59,18 +65,22 @@ def generate_cmd(
     out = stdout()
     if num_samples == 1:
         out.write(prefix)
-        last_flush = time.monotonic()
+        last_flush, matcher = time.monotonic(), StopMatcher(stops)
         for token in generate(model, ids, length, how, torch.Generator(dev).manual_seed(seed)):
-            out.write(vocab.chars[int(token)])
+            shown, stopped = matcher.feed(vocab.chars[int(token)])
+            out.write(shown)
+            if stopped:
+                break
             if time.monotonic() - last_flush > FLUSH_EVERY:
                 out.flush()
                 last_flush = time.monotonic()
-        out.write("\n")
+        out.write(matcher.flush() + "\n")
     else:
         separator = ""
         for chunk in generate_chunks(model, ids, length, how, seed, num_samples):  # (n, length): bounded memory
             for row in chunk.tolist():
-                out.write(f"{separator}{prefix}{vocab.decode(row)}\n")
+                text, _ = cut_at_stop(vocab.decode(row), stops)
+                out.write(f"{separator}{prefix}{text}\n")
                 separator = "\n"  # samples are separated by a blank line
     out.flush()
 
