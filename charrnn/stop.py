@@ -1,10 +1,11 @@
-"""Stop strings: end a generated sample at the first occurrence of any of them (the stop string itself and
-everything after it are left out, as OpenAI's API does). One implementation for every front end: the command
-line, ``Model.generate`` and the server.
+"""Stop strings: end a generated sample where the first of them is complete; the stop string itself and everything
+after it are left out, as OpenAI's API does (when two are completed by the same character, the longer one counts).
+One implementation for every front end: the command line, ``Model.generate`` and the server.
 
 Text arrives in pieces (a character at a time, or a streamed chunk); a piece may end with the beginning of a
 stop string whose end has not been generated yet, so ``StopMatcher`` holds back the longest such ending until
-the next piece settles it. Stop strings match in the generated text only, never in the prefix.
+the next piece settles it. Whatever the pieces, the result is the same. Stop strings match in the generated text
+only, never in the prefix.
 """
 
 from __future__ import annotations
@@ -45,17 +46,17 @@ class StopMatcher:
         self._firsts = {s[0] for s in self.stops}
 
     def feed(self, piece: str) -> tuple[str, bool]:
-        """The text that can be shown now (up to the first stop string, which is left out) and whether a stop
-        string has been reached; once it has, everything fed later is dropped."""
+        """The text that can be shown now (up to the first stop string completed, which is left out) and whether a
+        stop string has been reached; once it has, everything fed later is dropped."""
         if self.stopped:
             return "", True
         if not self.stops:
             return piece, False
         text = self.held + piece
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i + len(s), i) for i, s in ((text.find(s), s) for s in self.stops) if i >= 0]
+        if found:  # the occurrence completed first, as if the text had come one character at a time
             self.held, self.stopped = "", True
-            return text[:cut], True
+            return text[:min(found)[1]], True
         keep = self._partial(text)
         self.held = text[len(text) - keep:]
         return text[:len(text) - keep], False
@@ -74,7 +75,7 @@ class StopMatcher:
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """``text`` up to the first stop string (left out), and whether there was one."""
+    """``text`` up to the first stop string completed (left out), and whether there was one."""
     matcher = StopMatcher(stops)
     shown, stopped = matcher.feed(text)
     return (shown, True) if stopped else (shown + matcher.flush(), False)

@@ -86,3 +86,21 @@ def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int =
     if check and result.returncode not in (0, 130):
         raise AssertionError(f"exit {result.returncode}\n{result.stderr}")
     return result
+
+
+def random_checkpoint(run_dir: Path, chars: str, cell: str = "lstm", hidden_size: int = 32, num_layers: int = 2,
+                      embedding_size: int = 8, seed: int = 0) -> Path:
+    """A checkpoint of an untrained model (random weights) over the characters ``chars``: no training needed."""
+    import torch
+
+    from charrnn import checkpoint
+    from charrnn.model import CharRNN
+    from charrnn.schema import CheckpointMeta, CorpusInfo, Scores
+
+    torch.manual_seed(seed)
+    cfg = TrainConfig(cell=cell, hidden_size=hidden_size, num_layers=num_layers, embedding_size=embedding_size,
+                      device="cpu")
+    model = CharRNN(cfg.model_config(len(set(chars))))
+    meta = CheckpointMeta(step=0, vocab=sorted(set(chars)), model=model.config, config=cfg,
+                          corpus=CorpusInfo("synthetic.txt", "0" * 64, 0), metrics=Scores(), elapsed=0.0)
+    return checkpoint.save(run_dir, model, meta)
