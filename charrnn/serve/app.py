@@ -47,15 +47,18 @@ def error(message: str, status: int, headers: dict[str, str] | None = None) -> J
 
 
 class Waker:
-    """Wakes the readers of slots with new output: called on the decoding thread, runs on the event loop, with at
-    most one call queued on the loop at a time."""
+    """Wakes the readers of slots with new output: called on the decoding thread, runs on the event loop. At most
+    one wake-up is queued on the loop at a time, and wake-ups come at most every ``interval`` seconds, so that under
+    load each server-sent event carries several characters instead of the loop writing one event per character."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
         self.loop: asyncio.AbstractEventLoop | None = None
         self.events: dict[Slot, asyncio.Event] = {}
         self._lock = threading.Lock()
         self._pending: set[Slot] = set()
         self._queued = False
+        self._last = float("-inf")
 
     def __call__(self, slots: list[Slot]) -> None:
         with self._lock:
@@ -64,9 +67,17 @@ class Waker:
                 return
             self._queued = True
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
-            self.loop.call_soon_threadsafe(self._wake)
+            self.loop.call_soon_threadsafe(self._schedule)
+
+    def _schedule(self) -> None:
+        wait = self._last + self.interval - self.loop.time()
+        if wait > 0:
+            self.loop.call_later(wait, self._wake)
+        else:
+            self._wake()
 
     def _wake(self) -> None:
+        self._last = self.loop.time()
         with self._lock:
             slots, self._pending, self._queued = self._pending, set(), False
         for slot in slots:

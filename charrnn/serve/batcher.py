@@ -112,7 +112,7 @@ class Batcher:
         self.device = model.head.weight.device
         self.max_streams, self.max_running = max_streams, max_running
         self.notify = notify
-        self.lanes = LaneStep(model, lanes)
+        self.lanes = LaneStep(model, lanes, max_rows=max_streams)
         self.last = torch.zeros(0, model.config.vocab_size, device=self.device)  # (R, V) next-character logits
         self.owner: list[Slot | None] = []  # by row
         self.running: list[Slot] = []  # decoding thread only
@@ -338,9 +338,7 @@ class Batcher:
 
     def _move(self, src: int, dst: int) -> None:
         slot = self.owner[src]
-        state = self.lanes.state
-        for s in state if isinstance(state, tuple) else (state,):
-            s[:, dst] = s[:, src]
+        self.lanes.move(src, dst)
         self.last[dst] = self.last[src]
         slot.rows[slot.rows.index(src)] = dst
         self.owner[dst], self.owner[src] = slot, None
