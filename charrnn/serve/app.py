@@ -111,7 +111,9 @@ class Server:
     """The state one application holds: the model, its batcher and the page."""
 
     def __init__(self, model: CharRNN, vocab: Vocab, info: dict[str, Any], limits: Limits, batcher: Batcher) -> None:
-        self.model, self.vocab, self.info, self.limits, self.batcher = model, vocab, info, limits, batcher
+        self.model, self.vocab, self.limits, self.batcher = model, vocab, limits, batcher
+        self.info = {**info, "decoding": {"lanes": batcher.lanes.lanes, "one_product": batcher.lanes.one_call,
+                                          "one_request_at_a_time": batcher.max_running == 1}}
         self.waker = Waker()
         batcher.notify = self.waker
         self.page = resources.files("charrnn.serve").joinpath("page.html").read_text(encoding="utf-8")

@@ -112,7 +112,7 @@ class Batcher:
         self.device = model.head.weight.device
         self.max_streams, self.max_running = max_streams, max_running
         self.notify = notify
-        self.lanes = LaneStep(model, lanes, max_rows=max_streams)
+        self.lanes = LaneStep(model, lanes)
         self.last = torch.zeros(0, model.config.vocab_size, device=self.device)  # (R, V) next-character logits
         self.owner: list[Slot | None] = []  # by row
         self.running: list[Slot] = []  # decoding thread only

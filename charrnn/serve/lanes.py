@@ -10,12 +10,12 @@ into another character, so a request's text would depend on the load. Hence:
 - rows come in whole groups of ``lanes`` (R is a multiple of it), and ``lanes * hidden_size`` is a multiple of
   ALIGN, so elementwise functions over whole rows have no scalar tail; the CPU step runs on one thread (the serve
   command sets it), so no tensor is split between threads at a place that depends on the load;
-- every matrix product is either one product over all rows, when ``probe`` has found (once, for this model's
-  weights and every batch size the server can run) that it gives each row, at every position, exactly what the
-  row gets at the top of a product of ``lanes`` rows; or else a batched product of groups of ``lanes`` rows, every
-  group of the same shape. On the CPU the rnn/gru/lstm step multiplies by weights stored transposed (x @ Wᵀ as a
-  product with a contiguous Wᵀ), which x86 BLAS computes row-independently at every batch size; on a GPU the
-  groups run one call each.
+- every matrix product is either one product over all rows (up to PROBED_ROWS at a time), when ``probe`` has
+  found (once, for this model's weights and every such batch size) that it gives each row, at every position,
+  exactly what the row gets at the top of a product of ``lanes`` rows; or else a batched product of groups of
+  ``lanes`` rows, every group of the same shape. On the CPU the rnn/gru/lstm step multiplies by weights stored
+  transposed (x @ Wᵀ as a product with a contiguous Wᵀ), which x86 BLAS computes row-independently at every batch
+  size; on a GPU the groups run one call each.
 
 The step computes what ``CharRNN.forward`` computes (to float rounding): for rnn/gru/lstm the cell equations on
 the layers' weights, for the min* cells the model's own forward pass. A row may hold no stream (a free lane): it is
@@ -36,6 +36,7 @@ from charrnn.model import CharRNN, State
 ALIGN = 32  # floats: the widest unrolled SIMD step of torch's CPU elementwise loops (2 × 16 with AVX-512)
 CPU_LANES = 4  # a product over 4 rows costs about what one row costs on a CPU: a stream alone pays little
 ACCELERATOR_LANES = 64  # on a GPU a group's step costs its kernel launches, whatever its rows
+PROBED_ROWS = 256  # one product takes at most this many rows (more run as several): the probe checks up to here
 
 
 
@@ -47,10 +48,9 @@ def lanes_for(model: CharRNN) -> int:
 
 
 class LaneStep:
-    """Holds the recurrent state of R rows and advances them all by one character: ``step(tokens) -> logits``.
-    ``max_rows`` is the most rows it will hold (what ``probe`` checks)."""
+    """Holds the recurrent state of R rows and advances them all by one character: ``step(tokens) -> logits``."""
 
-    def __init__(self, model: CharRNN, lanes: int | None = None, max_rows: int = 256) -> None:
+    def __init__(self, model: CharRNN, lanes: int | None = None) -> None:
         self.model = model.eval()
         self.lanes = lanes or lanes_for(model)
         cfg = model.config
@@ -61,7 +61,8 @@ class LaneStep:
         self.cells = cfg.cell in FUSED_CELLS and self.device.type == "cpu"
         if self.cells:
             self._gather_weights()
-        self.one_call = self.device.type == "cpu" and self.probe(-(-max_rows // self.lanes) * self.lanes)
+        self.span = max(self.lanes, PROBED_ROWS // self.lanes * self.lanes)  # rows per product in one-call mode
+        self.one_call = self.device.type == "cpu" and self.probe(self.span)
 
     def _gather_weights(self) -> None:
         """Transposed weights, for x @ Wᵀ; rnn and lstm layers multiply [x, h] by one matrix, gru keeps the input
@@ -135,7 +136,7 @@ class LaneStep:
         """tokens (R,) int64 -> next-character logits (R, V), advancing every row's state by one character."""
         if self.cells:
             return self._cells(tokens)
-        size = self.rows if self.one_call else self.lanes
+        size = self.span if self.one_call else self.lanes
         out = []
         for start in range(0, self.rows, size):  # the model's own one-step forward pass, per group
             rows = slice(start, start + size)
@@ -147,9 +148,12 @@ class LaneStep:
         return torch.cat(out) if len(out) != 1 else out[0]
 
     def _product(self, bias: torch.Tensor, x: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
-        """bias + x @ weight_t for x (R, K): one product, or products of exactly ``lanes`` rows each -> (R, N)."""
+        """bias + x @ weight_t for x (R, K): one product (per ``span`` rows), or products of exactly ``lanes`` rows
+        each -> (R, N)."""
         if self.one_call:
-            return torch.addmm(bias, x, weight_t)
+            if len(x) <= self.span:
+                return torch.addmm(bias, x, weight_t)
+            return torch.cat([torch.addmm(bias, part, weight_t) for part in x.split(self.span)])
         groups = x.shape[0] // self.lanes
         out = torch.baddbmm(bias, x.view(groups, self.lanes, -1), weight_t.expand(groups, *weight_t.shape))
         return out.view(x.shape[0], -1)
