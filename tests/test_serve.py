@@ -34,7 +34,7 @@ from charrnn.serve.app import Server, create_app
 from charrnn.serve.batcher import Batcher, Job
 from charrnn.serve.protocol import Limits, describe
 from charrnn.stop import cut_at_stop
-from tests.helpers import env, random_checkpoint, synthetic_text
+from tests.helpers import ROOT, env, random_checkpoint, synthetic_text
 
 with warnings.catch_warnings():  # Starlette 1.x asks for httpx2 in its test client; httpx works as well
     warnings.simplefilter("ignore")
@@ -286,3 +286,16 @@ def test_a_signal_ends_the_streams_cleanly_and_the_server_exits_0(ckpt: Path, si
         assert "stopped" in proc.stderr.read()
     finally:
         proc.kill()
+
+
+@pytest.mark.slow
+def test_the_page_in_a_real_browser(ckpt: Path, tmp_path: Path):
+    pytest.importorskip("playwright", reason="the browser check needs `pip install playwright` (not in .[test])")
+    if not any(Path(p).exists() for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium")):
+        pytest.skip("no Chromium: sudo apt-get install chromium")
+    result = subprocess.run([sys.executable, "bench/browser_serve.py", str(tmp_path / "page.png"), "--checkpoint",
+                             str(ckpt), "--prefix", "the stone", "--score-text", TEXT[:80]], cwd=ROOT, env=env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = [json.loads(line) for line in result.stdout.splitlines()]
+    assert seen[-1]["server_exit_code"] == 0 and (tmp_path / "page.png").stat().st_size > 10_000
