@@ -35,6 +35,7 @@ from charrnn.serve.batcher import Batcher, Job
 from charrnn.serve.protocol import Limits, describe
 from charrnn.stop import cut_at_stop
 from tests.helpers import ROOT, env, random_checkpoint, synthetic_text
+from tests.test_docs import VARIES as VARIES_DOCS_RE
 
 with warnings.catch_warnings():  # Starlette 1.x asks for httpx2 in its test client; httpx works as well
     warnings.simplefilter("ignore")
@@ -238,10 +239,17 @@ def test_a_client_that_disconnects_frees_its_slot_at_once(served: tuple[str, Ser
             lines = response.iter_lines()  # kept: closing it would close the connection
             assert next(lines).startswith('data: {"sample": 0, "text": ')  # the stream has started
             assert http.get("/health").json()["active"] == 1
-        deadline = time.monotonic() + 10
-        while http.get("/health").json()["active"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert http.get("/health").json() == {"status": "ok", "active": 0, "streams": 0, "max_streams": 256}
+        wait_until_idle(http)
+        with pytest.raises(httpx.ReadTimeout):  # a client that gives up on a JSON answer and hangs up
+            http.post("/v1/generate", json={"length": 10_000}, timeout=0.5)
+        wait_until_idle(http)
+
+
+def wait_until_idle(http: httpx.Client) -> None:
+    deadline = time.monotonic() + 10
+    while http.get("/health").json()["active"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert http.get("/health").json() == {"status": "ok", "active": 0, "streams": 0, "max_streams": 256}
 
 
 # -- the command ------------------------------------------------------------------------------------------------
@@ -257,6 +265,16 @@ def test_serve_command_errors(ckpt: Path, monkeypatch: pytest.MonkeyPatch):
     assert "pass another --port" in result.stderr and "Traceback" not in result.output
     result = runner.invoke(cli_app, ["serve", "--checkpoint", str(ckpt), "--max-streams", "0"])
     assert result.exit_code == 2 and "Error: --max-streams must be at least 1, not 0" in result.stderr
+    result = runner.invoke(cli_app, ["serve", "--checkpoint", str(ckpt), "--host", "no-such-host.invalid"])
+    assert result.exit_code == 2 and "Error: cannot listen on no-such-host.invalid: " in result.stderr
+    assert result.stderr.rstrip().endswith("; pass another --host")
+    result = runner.invoke(cli_app, ["serve", "--checkpoint", str(ckpt), "--port", "70000"])
+    assert result.exit_code == 2 and "Error: --port must be from 0 to 65535, not 70000" in result.stderr
+    monkeypatch.setattr("charrnn.serve.app.serve_forever", lambda *args, **kwargs: None)  # returns at once
+    result = runner.invoke(cli_app, ["serve", "--checkpoint", str(ckpt), "--host", "0.0.0.0", "--port", "0"])
+    assert result.exit_code == 0 and re.search(r"Warning: listening on 0\.0\.0\.0: anyone who can reach this machine "
+                                               r"on port \d+ can use the model \(there is no authentication\)",
+                                               result.stderr)
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the serve extra were not installed
     monkeypatch.delitem(sys.modules, "charrnn.serve.app")
     result = runner.invoke(cli_app, ["serve", "--checkpoint", str(ckpt)])
@@ -299,3 +317,18 @@ def test_the_page_in_a_real_browser(ckpt: Path, tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
     seen = [json.loads(line) for line in result.stdout.splitlines()]
     assert seen[-1]["server_exit_code"] == 0 and (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_the_error_table_in_serving_md_quotes_the_code():
+    from tests.test_docs import DOCS, code_text  # the same check as for errors.md, field names varying too
+    text, missing = code_text(), []
+    fields = r"\b(length|num_samples|temperature|top_k|top_p|greedy|seed|top|text|prefix|stream|stop)\b"
+    varies = re.compile(rf"{VARIES_DOCS_RE.pattern}|{fields}")
+    rows = re.findall(r"^\| [^|]* \| \d{3}[^|]* \| (.*) \|$", (DOCS / "serving.md").read_text(encoding="utf-8"), re.M)
+    assert len(rows) >= 12
+    for message in (m for row in rows for m in re.findall(r"`([^`]*)`", row)):
+        for chunk in varies.split(message):
+            chunk = (chunk or "").strip(" ;:,")
+            if len(chunk.split()) >= 4 and chunk not in text:
+                missing.append(f"{chunk!r} (in {message!r})")
+    assert not missing, "docs/serving.md quotes messages the code no longer gives:\n" + "\n".join(missing)

@@ -41,15 +41,15 @@ def serve_cmd(
                            "pip install 'charrnn[serve]'") from None
     limits = Limits(max_prefix=max_prefix, max_length=max_length, max_samples=max_samples, max_streams=max_streams)
     devices.set_threads(1)  # one thread keeps each stream's arithmetic independent of the others (serve/lanes.py)
-    ckpt, model, _ = load(checkpoint_path, device)
-    model.eval()
-    sock = _listen(host, port)
-    url = f"http://{_url_host(host)}:{sock.getsockname()[1]}/"
-    batcher = Batcher(model, ckpt.vocab, max_streams=max_streams, max_running=1 if no_batching else None,
-                      lanes=1 if no_batching else None)
-    server = Server(model, ckpt.vocab, describe(ckpt, model, limits), limits, batcher)
-    with _signals_end_quietly():
-        serve_forever(server, sock, on_ready=lambda: say(f"serving on {url} (Ctrl-C stops)"))
+    with contextlib.closing(_listen(host, port)) as sock:  # a port already taken fails before the model loads
+        ckpt, model, _ = load(checkpoint_path, device)
+        model.eval()
+        url = f"http://{_url_host(host)}:{sock.getsockname()[1]}/"
+        batcher = Batcher(model, ckpt.vocab, max_streams=max_streams, max_running=1 if no_batching else None,
+                          lanes=1 if no_batching else None)
+        server = Server(model, ckpt.vocab, describe(ckpt, model, limits), limits, batcher)
+        with _signals_end_quietly():
+            serve_forever(server, sock, on_ready=lambda: say(f"serving on {url} (Ctrl-C stops)"))
     say("stopped")
 
 
@@ -60,7 +60,7 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as e:
-        raise CharRNNError(f"cannot listen on {host}: {e.strerror}") from None
+        raise CharRNNError(f"cannot listen on {host}: {e.strerror}; pass another --host") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -70,8 +70,8 @@ def _listen(host: str, port: int) -> socket.socket:
         raise CharRNNError(f"cannot listen on {host}:{port}: {e.strerror}; pass another --port") from None
     with contextlib.suppress(ValueError):
         if not ipaddress.ip_address(address[0]).is_loopback:
-            say(f"Warning: listening on {host}: anyone who can reach this machine on port {port} can use the model "
-                "(there is no authentication)")
+            say(f"Warning: listening on {host}: anyone who can reach this machine on port {sock.getsockname()[1]} "
+                "can use the model (there is no authentication)")
     return sock
 
 
