@@ -9,7 +9,8 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
-from charrnn.sample import Sampling, generate
+from charrnn.sample import Sampling, generate, gumbel
+from charrnn.serve import batcher as batcher_module
 from charrnn.serve.batcher import Batcher, Busy, Job
 from charrnn.stop import cut_at_stop
 from charrnn.vocab import Vocab
@@ -71,6 +72,16 @@ def test_a_request_gives_what_sample_generate_gives(net: CharRNN, how: Sampling)
     got = alone(net, job(seed=11, length=120, how=how, n=2))
     tokens = torch.stack(list(generate(net, torch.tensor([1, 2, 3]), 120, how, torch.Generator().manual_seed(11), 2)))
     assert got == [VOCAB.decode(row) for row in tokens.T.tolist()]
+
+
+def test_noise_comes_in_bounded_blocks_that_do_not_change_the_text(net: CharRNN, monkeypatch: pytest.MonkeyPatch):
+    drawn = []
+    monkeypatch.setattr(batcher_module, "SLOT_NOISE", 40)  # 40 numbers: one step of 3 x 12 at a time
+    monkeypatch.setattr(batcher_module, "gumbel", lambda shape, *rest: drawn.append(shape) or gumbel(shape, *rest))
+    got = alone(net, job(seed=11, length=50, n=3))
+    tokens = torch.stack(list(generate(net, torch.tensor([1, 2, 3]), 50, HOW, torch.Generator().manual_seed(11), 3)))
+    assert got == [VOCAB.decode(row) for row in tokens.T.tolist()]
+    assert set(drawn) == {(1, 3, len(VOCAB))}
 
 
 def test_a_cancelled_request_leaves_at_once(net: CharRNN):

@@ -31,6 +31,8 @@ from charrnn.serve.lanes import LaneStep
 from charrnn.stop import StopMatcher
 from charrnn.vocab import Vocab
 
+SLOT_NOISE = 1 << 16  # random numbers drawn at once per slot (256 KiB)
+
 
 class Busy(CharRNNError):
     """No room for another request now (too many streams), or the server is shutting down."""
@@ -38,7 +40,7 @@ class Busy(CharRNNError):
 
 @dataclass(frozen=True)
 class Job:
-    """What one request asks for, already checked (requests.py): continue ``prefix_ids`` (P,) int64, P >= 1."""
+    """What one request asks for, already checked (protocol.py): continue ``prefix_ids`` (P,) int64, P >= 1."""
 
     prefix_ids: torch.Tensor
     length: int
@@ -279,9 +281,11 @@ class Batcher:
         return groups
 
     def _noise(self, slot: Slot) -> torch.Tensor:
-        """This step's Gumbel noise (N, V) for a slot, drawn in blocks exactly as sample.generate draws it."""
+        """This step's Gumbel noise (N, V) for a slot, drawn in blocks as sample.generate draws it (blocks of at
+        most SLOT_NOISE numbers, so that memory stays bounded with hundreds of slots; on the CPU the block size does
+        not change the numbers)."""
         n, vocab, job = len(slot.rows), self.last.shape[-1], slot.job
-        block = noise_steps(n, vocab)
+        block = min(noise_steps(n, vocab), max(1, SLOT_NOISE // (n * vocab)))
         if slot.steps % block == 0:
             slot.noise = gumbel((min(block, job.length - slot.steps), n, vocab), slot.generator, self.device)
         return slot.noise[slot.steps % block]
@@ -343,10 +347,15 @@ class Batcher:
         slot.rows[slot.rows.index(src)] = dst
         self.owner[dst], self.owner[src] = slot, None
 
-    def _finish(self, slot: Slot, reason: str) -> None:
+    def _end(self, slot: Slot, reason: str) -> None:
+        """Finish every sample still running with ``reason``, showing what its stop matcher held back."""
         for i, matcher in enumerate(slot.matchers):
             if slot.finish_reasons[i] is None:
-                slot._emit(i, matcher.flush() if reason == "length" else "", reason)
+                slot._emit(i, matcher.flush(), reason)
+
+    def _finish(self, slot: Slot, reason: str) -> None:
+        """End a request that never ran (length 0, or its prefix failed)."""
+        self._end(slot, reason)
         self._forget(slot)
         if self.notify is not None:
             self.notify([slot])
@@ -355,8 +364,7 @@ class Batcher:
         slots = list(self.running)
         for slot in slots:
             slot.error = message
-            for i in range(slot.job.num_samples):
-                slot._emit(i, "", "error")
+            self._end(slot, "error")
         self._retire(slots)
         return slots
 
@@ -370,8 +378,7 @@ class Batcher:
             future.cancel()
         slots = [*self.running, *waiting]
         for slot in slots:
-            for i in range(slot.job.num_samples):
-                slot._emit(i, "", reason)
+            self._end(slot, reason)
         self._retire(list(self.running))
         for slot in waiting:
             self._forget(slot)
