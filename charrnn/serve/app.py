@@ -48,11 +48,12 @@ def error(message: str, status: int, headers: dict[str, str] | None = None) -> J
 
 class Waker:
     """Wakes the readers of slots with new output: called on the decoding thread, runs on the event loop. At most
-    one wake-up is queued on the loop at a time, and wake-ups come at most every ``interval`` seconds, so that under
-    load each server-sent event carries several characters instead of the loop writing one event per character."""
+    one wake-up is queued on the loop at a time, and wake-ups come at most every ``interval`` seconds, longer as more
+    streams run (``interval`` per ``streams_per_interval``), so that under load each server-sent event carries
+    several characters and the loop, which writes the events, keeps time to spare."""
 
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
+    def __init__(self, streams: Callable[[], int], interval: float = 0.005, streams_per_interval: int = 16) -> None:
+        self.streams, self.interval, self.per = streams, interval, streams_per_interval
         self.loop: asyncio.AbstractEventLoop | None = None
         self.events: dict[Slot, asyncio.Event] = {}
         self._lock = threading.Lock()
@@ -70,7 +71,7 @@ class Waker:
             self.loop.call_soon_threadsafe(self._schedule)
 
     def _schedule(self) -> None:
-        wait = self._last + self.interval - self.loop.time()
+        wait = self._last + self.interval * max(1, self.streams() / self.per) - self.loop.time()
         if wait > 0:
             self.loop.call_later(wait, self._wake)
         else:
@@ -114,7 +115,7 @@ class Server:
         self.model, self.vocab, self.limits, self.batcher = model, vocab, limits, batcher
         self.info = {**info, "decoding": {"lanes": batcher.lanes.lanes, "one_product": batcher.lanes.one_call,
                                           "one_request_at_a_time": batcher.max_running == 1}}
-        self.waker = Waker()
+        self.waker = Waker(lambda: batcher.streams)
         batcher.notify = self.waker
         self.page = resources.files("charrnn.serve").joinpath("page.html").read_text(encoding="utf-8")
         self.stopping = False
