@@ -90,7 +90,11 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
     except (OSError, ValueError) as e:
         raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
     vocab, hidden = config.vocab_size, config.hidden_size
-    cheap = {"embed.weight": (vocab, config.embedding_size), "head.weight": (vocab, hidden)}
+    cheap = {"embed.weight": (vocab, config.embedding_size)}
+    if config.cutoffs:  # the adaptive head: shortlist and one entry per cluster
+        cheap["head.head.weight"] = (config.cutoffs[0] + len(config.cutoffs), hidden)
+    else:
+        cheap["head.weight"] = (vocab, hidden)
     plausible = all(found.get(k) == v for k, v in cheap.items()) and config.num_layers < len(found)
     with torch.device("meta"):  # shapes only: nothing is allocated
         expected = {k: tuple(v.shape) for k, v in CharRNN(config).state_dict().items()} if plausible else {}
@@ -102,6 +106,10 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
         raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
     if not all(torch.isfinite(w).all() for w in weights.values()):
         raise CharRNNError(f"checkpoint {path} has weights that are not finite (NaN or infinity)")
+    rank = weights.get("head.rank")
+    if rank is not None and (rank.dtype != torch.int64 or not torch.equal(rank.sort().values, torch.arange(vocab))):
+        raise CharRNNError(f"checkpoint {path} has a damaged output layer: head.rank is not an ordering of the "
+                           "vocabulary")
     return weights
 
 

@@ -20,6 +20,9 @@ CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 BATCHINGS = ("sequential", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+SOFTMAXES = ("auto", "full", "adaptive")
+ADAPTIVE_VOCAB = 1000  # softmax = "auto" uses the adaptive head from this many distinct characters (measured:
+# bench/softmax.py)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class ModelConfig:
     hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
+    cutoffs: tuple[int, ...] = ()  # adaptive softmax: shortlist size and cluster bounds (frequency ranks); () = full
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # a JSON list reads back as a tuple
+        ok = all(isinstance(c, int) and not isinstance(c, bool) for c in self.cutoffs) and len(self.cutoffs) <= 4
+        bounds = (0, *self.cutoffs, self.vocab_size) if ok else ()
+        _check(ok and all(a < b for a, b in zip(bounds, bounds[1:], strict=False)),
+               f"cutoffs must be at most 4 increasing numbers between 0 and the vocabulary size, not {self.cutoffs}")
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,7 @@ class TrainConfig:
     hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
+    softmax: str = "auto"  # auto: adaptive from ADAPTIVE_VOCAB distinct characters, else full
     # data
     batch_size: int = 32
     seq_len: int = 64
@@ -70,7 +82,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
+    def model_config(self, vocab_size: int, cutoffs: tuple[int, ...] = ()) -> ModelConfig:
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
@@ -78,7 +90,12 @@ class TrainConfig:
             hidden_size=self.hidden_size,
             num_layers=self.num_layers,
             dropout=self.dropout,
+            cutoffs=cutoffs,
         )
+
+    def adaptive(self, vocab_size: int) -> bool:
+        """Whether this run's model gets the adaptive softmax head."""
+        return self.softmax == "adaptive" or (self.softmax == "auto" and vocab_size >= ADAPTIVE_VOCAB)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -136,6 +153,7 @@ def validate(cfg: TrainConfig) -> None:
     _check_choice("batching", cfg.batching, BATCHINGS)
     _check_choice("device", cfg.device, DEVICES)
     _check_choice("precision", cfg.precision, PRECISIONS)
+    _check_choice("softmax", cfg.softmax, SOFTMAXES)
     _check(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), not {cfg.dropout}")
     _check(0.0 < cfg.val_fraction < 1.0, f"val_fraction must be in (0, 1), not {cfg.val_fraction}")
     _check(cfg.lr > 0, f"lr must be a positive number, not {cfg.lr}")
@@ -180,7 +198,7 @@ def load_file(path: Path) -> dict[str, Any]:
     return {key: coerce(key, value, str(path)) for key, value in raw.items()}
 
 
-MODEL_SETTINGS = ("cell", "embedding_size", "hidden_size", "num_layers")
+MODEL_SETTINGS = ("cell", "embedding_size", "hidden_size", "num_layers")  # a warm start keeps these
 
 
 def given(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:

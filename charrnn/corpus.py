@@ -131,6 +131,17 @@ class TokenFile:
         return arr if dtype is None else arr.astype(dtype)
 
 
+COUNT_BLOCK = 1 << 24  # tokens counted at a time
+
+
+def token_counts(tokens: TokenFile | np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in ``tokens``: (vocab_size,) int64, read in blocks of bounded size."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for lo in range(0, len(tokens), COUNT_BLOCK):
+        counts += np.bincount(np.asarray(tokens[lo : lo + COUNT_BLOCK]), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
 @dataclass(frozen=True)
 class Corpus:
     """A whole corpus as token ids (read from the cache on demand), with its vocabulary and a fingerprint."""

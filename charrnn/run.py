@@ -30,12 +30,12 @@ import torch
 
 from charrnn import checkpoint, config, devices, dist
 from charrnn.config import TrainConfig, to_toml
-from charrnn.corpus import CacheError, Corpus, Progress, load_corpus, scan, vocab_of
+from charrnn.corpus import CacheError, Corpus, Progress, load_corpus, scan, token_counts, vocab_of
 from charrnn.data import split
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
 from charrnn.evaluate import Score
-from charrnn.model import CharRNN, widen_vocab
+from charrnn.model import AdaptiveHead, CharRNN, choose_cutoffs, frequency_rank, widen_vocab
 from charrnn.schema import CheckpointMeta, CorpusInfo, ResumeState, Scores
 from charrnn.train import Event, Summary, Trainer, set_seed
 from charrnn.vocab import Vocab, describe_chars
@@ -82,9 +82,22 @@ def prepare(corpus: Path | None, *, config_file: Path | None = None, flags: dict
         warnings.append(f"{corpus} has {len(text.vocab):,} distinct characters; the output layer will be large "
                         "(is this really text in one encoding?)")
     set_seed(cfg.seed)
-    model = CharRNN(cfg.model_config(len(text.vocab)))
+    model = new_model(cfg, text)
     run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(corpus)
     return Setup(run_dir, cfg, text, model, warnings=warnings, numbered=out is None)
+
+
+def new_model(cfg: TrainConfig, corpus: Corpus) -> CharRNN:
+    """A freshly initialised model for a corpus; with the adaptive head its clusters are fitted to the training
+    split's character frequencies."""
+    vocab_size = len(corpus.vocab)
+    if not cfg.adaptive(vocab_size):
+        return CharRNN(cfg.model_config(vocab_size))
+    counts = torch.from_numpy(token_counts(split(corpus.tokens, cfg.val_fraction)[0], vocab_size))
+    model = CharRNN(cfg.model_config(vocab_size, choose_cutoffs(counts, cfg.hidden_size)))
+    if isinstance(model.head, AdaptiveHead):  # too few characters for clusters: a plain softmax instead
+        model.head.rank.copy_(frequency_rank(counts))
+    return model
 
 
 def _default_name(corpus_path: Path) -> str:
@@ -124,7 +137,7 @@ def _warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, An
         vocab = Vocab(vocab.chars + sorted(unknown))
         weights = widen_vocab(weights, len(vocab))
         warnings.append(f"added {len(unknown)} new character(s) to the vocabulary: {describe_chars(unknown)}")
-    model = CharRNN(cfg.model_config(len(vocab)))
+    model = CharRNN(cfg.model_config(len(vocab), old.cutoffs))
     model.load_state_dict(weights)
     text = load_corpus(corpus_path, encoding, errors, vocab, progress)
     run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(corpus_path)

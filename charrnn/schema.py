@@ -51,7 +51,8 @@ def _settings(d: Any, cls: type, where: str) -> Any:
     if unknown:
         raise Damaged(f"{where} has unknown settings {', '.join(unknown)} (written by another charrnn version?)")
     for name, value in d.items():
-        want = {"int": int, "float": (int, float), "str": str, "float | None": (int, float, type(None))}[types[name]]
+        want = {"int": int, "float": (int, float), "str": str, "float | None": (int, float, type(None)),
+                "tuple[int, ...]": list}[types[name]]
         if not isinstance(value, want) or isinstance(value, bool):
             raise Damaged(f"{where}: {name} should be {types[name]}, not {value!r}")
     try:

@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -144,9 +143,10 @@ class Trainer:
         self.received_signal: int | None = None  # set by this process's signal handler (run.stop_on_signals)
         self.stop_signal: int | None = None  # the signal every worker agreed to stop for
         self.skip_eval = False  # set by a second stop signal: save without scoring
-        # replay forward/backward as a CUDA graph (graphs.py): fused cells on one GPU; CHARRNN_CUDA_GRAPHS=0 disables
+        # replay forward/backward as a CUDA graph (graphs.py): fused cells on one GPU, full softmax (the adaptive
+        # head's cluster sizes change from batch to batch); CHARRNN_CUDA_GRAPHS=0 disables
         self.use_graph = (device.type == "cuda" and not world.enabled and cfg.cell in FUSED_CELLS
-                          and os.environ.get("CHARRNN_CUDA_GRAPHS", "1") != "0")
+                          and not model.config.cutoffs and os.environ.get("CHARRNN_CUDA_GRAPHS", "1") != "0")
         self.graph: graphs.GraphedStep | None = None
         # after step and elapsed: LambdaLR calls the schedule (which reads progress) as it is made
         self.scheduler = LambdaLR(
@@ -196,8 +196,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None, cache_enabled=False):
-            logits, hidden = self.parallel(x, hidden)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            nll, hidden = self.parallel(x, hidden, targets=y)  # (B, T)
+        loss = nll.mean()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip or math.inf)
         return loss.detach(), grad_norm.detach(), detach_state(hidden)

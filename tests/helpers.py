@@ -9,6 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from charrnn import run
 from charrnn.config import TrainConfig
 from charrnn.train import Trainer
@@ -28,6 +31,18 @@ def synthetic_text(chars: int = 6000, seed: int = 0) -> str:
         out.append(word + sep)
         size += len(word) + len(sep)
     return "".join(out)[:chars]
+
+
+def wide_text(chars: int = 20000, distinct: int = 1200, seed: int = 0) -> str:
+    """Text over ``distinct`` CJK characters with Zipf-like frequencies (like Chinese: a few characters are most of
+    the text), in short lines; every character occurs at least once."""
+    gen = np.random.default_rng(seed)
+    ranks = np.minimum(gen.zipf(1.3, chars), distinct) - 1
+    ranks[:distinct] = np.arange(distinct)
+    body = [chr(0x4E00 + r) for r in gen.permutation(ranks)]
+    for i in range(0, chars, 24):
+        body[i] = "\n"
+    return "".join(body)
 
 
 TINY_SHAPE = ["--hidden-size", "24", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "16"]
@@ -69,10 +84,39 @@ main()
 """
 
 
-def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int = 1,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``charrnn ARGS`` in a subprocess (under torchrun with ``workers`` > 1), optionally stopping at a step.
-    With ``check``, any exit code but 0 or 130 (stopped) fails the test with the whole stderr."""
+def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int = 1, check: bool = True,
+            separate: bool = False) -> subprocess.CompletedProcess:
+    """Run ``charrnn ARGS``: in this process (CliRunner, in ``cwd``), or in a subprocess when ``separate``, when
+    stopping at a step, or under torchrun with ``workers`` > 1. With ``check``, any exit code but 0 or 130
+    (stopped) fails the test with the whole stderr."""
+    if not separate and stop_at is None and workers == 1:
+        result = _in_process([str(a) for a in args], cwd)
+    else:
+        result = _subprocess(args, cwd, stop_at, workers)
+    if check and result.returncode not in (0, 130):
+        raise AssertionError(f"exit {result.returncode}\n{result.stderr}")
+    return result
+
+
+def _in_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The command line in this process: no interpreter start-up and torch import per call (they cost seconds)."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    threads, before = torch.get_num_threads(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.chdir(before)
+        torch.set_num_threads(threads)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def _subprocess(args: tuple[object, ...], cwd: Path, stop_at: int | None, workers: int) -> subprocess.CompletedProcess:
     if stop_at is not None:
         script = cwd / "stop_at.py"
         script.write_text(STOP_AT_SCRIPT)
@@ -81,8 +125,5 @@ def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int =
         target = ["-m", "charrnn"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}"] \
         if workers > 1 else [sys.executable]
-    result = subprocess.run([*launcher, *target, *map(str, args)], cwd=cwd, env=env(), capture_output=True,
-                            text=True, timeout=300)
-    if check and result.returncode not in (0, 130):
-        raise AssertionError(f"exit {result.returncode}\n{result.stderr}")
-    return result
+    return subprocess.run([*launcher, *target, *map(str, args)], cwd=cwd, env=env(), capture_output=True,
+                          text=True, timeout=300)

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
-from charrnn import checkpoint, run
-from tests.helpers import CPU, TINY_FLAGS, TINY_SHAPE, charrnn, env
+import charrnn as charrnn_api
+from charrnn import checkpoint, config, run
+from charrnn.errors import CharRNNError
+from charrnn.train import Event
+from tests.helpers import CPU, TINY_FLAGS, TINY_SHAPE, charrnn, env, wide_text
 
 slow = pytest.mark.slow  # runs the command line in subprocesses
 
@@ -236,3 +239,40 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(corpus: Path, t
     assert "Traceback" not in full.stderr
     assert [p.name for p in (tmp_path / "r" / "checkpoints").iterdir()] == ["step-00000010"]
     assert charrnn("train", "--resume", "r", "--steps", 20, cwd=tmp_path).returncode == 0
+
+
+def test_a_large_vocabulary_trains_resumes_and_samples_with_the_exact_adaptive_head(tmp_path: Path):
+    """Over ADAPTIVE_VOCAB distinct characters `auto` picks the adaptive head: the run resumes bit for bit, and
+    the model samples and scores exactly (its probabilities sum to one)."""
+    corpus = tmp_path / "poems.txt"
+    corpus.write_text(wide_text(), encoding="utf-8")
+    flags = {"hidden_size": 32, "embedding_size": 8, "batch_size": 4, "seq_len": 16, "eval_every": 4,
+             "log_every": 2, "warmup_steps": 2, "device": "cpu", "steps": 8, "eval_chars": 2000}
+    whole = run.prepare(corpus, flags=flags, out=tmp_path / "whole")
+    assert whole.model.config.cutoffs and len(whole.corpus.vocab) > config.ADAPTIVE_VOCAB
+    run.fit(run.build_trainer(whole), whole)
+    halves = run.prepare(corpus, flags=flags, out=tmp_path / "halves")
+    trainer = run.build_trainer(halves)
+    log = trainer.callback  # writes metrics.jsonl
+
+    def stop_at_4(event: Event) -> None:
+        log(event)
+        if event.step == 4:
+            trainer.received_signal = signal.SIGINT
+
+    trainer.callback = stop_at_4
+    run.fit(trainer, halves)
+    resumed = run.prepare(tmp_path / "halves", resume=True)
+    run.fit(run.build_trainer(resumed), resumed)
+    assert losses(tmp_path / "whole") == losses(tmp_path / "halves")
+    a, b = final_weights(tmp_path / "whole"), final_weights(tmp_path / "halves")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a) and "head.rank" in a
+    model = charrnn_api.load(tmp_path / "whole", device="cpu")
+    text = model.generate(corpus.read_text(encoding="utf-8")[:5], length=20, seed=1, top_p=0.9)
+    assert len(text) == 25 and model.score(text).chars == 24
+    ckpt = checkpoint.latest_of(tmp_path / "whole")
+    weights = load_file(ckpt.path / "model.safetensors")
+    weights["head.rank"][:2] = 0  # no longer a permutation: indexing with it could read out of bounds
+    save_file(weights, ckpt.path / "model.safetensors")
+    with pytest.raises(CharRNNError, match="head.rank is not an ordering of the vocabulary"):
+        checkpoint.read_weights(ckpt.path, ckpt.model_config)

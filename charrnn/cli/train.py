@@ -43,6 +43,9 @@ def train(
                                                    DEFAULTS.embedding_size)] = None,
     dropout: Annotated[float | None, _setting("Dropout between layers and before the output, in [0, 1).",
                                               DEFAULTS.dropout)] = None,
+    softmax: Annotated[str | None, _setting(f"Output layer: full, adaptive (exact, cheaper for rare characters) or "
+                                            f"auto (adaptive from {config.ADAPTIVE_VOCAB:,} distinct characters).",
+                                            DEFAULTS.softmax)] = None,
     batch_size: Annotated[int | None, _setting("Sequences per batch.", DEFAULTS.batch_size)] = None,
     seq_len: Annotated[int | None, _setting("Characters per sequence (backprop length).", DEFAULTS.seq_len)] = None,
     batching: Annotated[str | None, _setting("sequential (state carried across batches) or random.",
