@@ -118,12 +118,14 @@ def tail_sizes(hidden_size: int, clusters: int) -> list[int]:
     return [max(1, hidden_size // 4 ** (i + 1)) for i in range(clusters)]
 
 
+SHORTLIST_SHARE = 0.9  # of the training characters, at least, are in the adaptive head's shortlist
 CLUSTER_COST = 8192  # multiply-adds a cluster costs per character beyond its arithmetic (indexing, launches)
 
 
 def choose_cutoffs(counts: torch.Tensor, hidden_size: int) -> tuple[int, ...]:
     """The adaptive head's cutoffs (shortlist size, then cluster boundaries, in frequency ranks) that minimise
-    the expected output-layer work per training character, given each character's count (V,)."""
+    the expected output-layer work per training character, given each character's count (V,); () where no
+    shortlist of a power of two below V covers SHORTLIST_SHARE of the text (then the full softmax is as cheap)."""
     mass = counts.double().sort(descending=True).values
     mass = (mass / mass.sum().clamp(min=1)).cumsum(0)  # mass[r - 1]: share of characters ranked below r
     vocab = len(counts)
@@ -136,7 +138,9 @@ def choose_cutoffs(counts: torch.Tensor, hidden_size: int) -> tuple[int, ...]:
             total += share * (hidden_size * size + size * (hi - lo)) + CLUSTER_COST
         return total
 
-    firsts = [c for c in (2 ** k for k in range(5, 13)) if c < vocab]
+    # the shortlist covers most of the text, so that most predictions use the whole hidden vector (quality), and
+    # only the rare rest pays for the cheaper, narrower cluster projections
+    firsts = [c for c in (2 ** k for k in range(5, 13)) if c < vocab and float(mass[c - 1]) >= SHORTLIST_SHARE]
     options = [(c,) for c in firsts] + [(c, d) for c in firsts for d in (4 * c, 16 * c) if d < vocab]
     return min(options, key=cost, default=())
 
