@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 import charrnn as charrnn_api
 from charrnn import checkpoint, config, run
 from charrnn.errors import CharRNNError
-from charrnn.train import Event
+from charrnn.train import Event, Trainer
 from tests.helpers import CPU, TINY_FLAGS, TINY_SHAPE, charrnn, env, wide_text
 
 slow = pytest.mark.slow  # runs the command line in subprocesses
@@ -79,18 +79,47 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float =
 
 
 @slow
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_signal_saves_and_tells_how_to_resume(corpus: Path, tmp_path: Path, sig: int, code: int):
+def test_sigterm_from_outside_saves_and_tells_how_to_resume(corpus: Path, tmp_path: Path):
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000",
                              *TINY_FLAGS, "--out", "r"], cwd=tmp_path, env=env(), stderr=subprocess.PIPE, text=True)
     _wait_for_checkpoint(tmp_path / "r", proc)
     time.sleep(0.3)
-    proc.send_signal(sig)
+    proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == code, stderr
+    assert proc.returncode == 143, stderr
+    _assert_stopped_and_resumable(tmp_path, stderr, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_ctrl_c_and_a_closed_terminal_save_and_tell_how_to_resume(corpus: Path, tmp_path: Path, monkeypatch,
+                                                                   sig: int, code: int):
+    """The real signal, raised in this process at step 12 (the CLI's handlers are installed by then)."""
+    step = Trainer.train_step
+
+    def train_step(self: Trainer, batch: object) -> object:
+        out = step(self, batch)
+        if self.step == 12:
+            os.kill(os.getpid(), sig)
+        return out
+
+    def not_handled(signum: int, frame: object) -> None:
+        raise AssertionError(f"charrnn did not handle {signal.Signals(signum).name}")
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    previous = signal.signal(sig, not_handled)  # what runs if charrnn installs no handler of its own
+    try:
+        result = charrnn("train", corpus, "--steps", 100, *TINY_FLAGS, "--out", "r", cwd=tmp_path, check=False)
+    finally:
+        signal.signal(sig, previous)
+    assert result.returncode == code, result.stderr
+    _assert_stopped_and_resumable(tmp_path, result.stderr, sig)
+
+
+def _assert_stopped_and_resumable(tmp_path: Path, stderr: str, sig: int) -> None:
     assert "Resume with: charrnn train --resume r" in stderr and "Traceback" not in stderr
     last = checkpoint.latest_of(tmp_path / "r")
     assert f"stopped by {signal.Signals(sig).name} at step {last.step}; checkpoint saved" in stderr
+    assert last.val_loss is not None  # the stop checkpoint is scored
     assert charrnn("train", "--resume", "r", "--steps", last.step + 3, cwd=tmp_path).returncode == 0
 
 
