@@ -4,6 +4,7 @@ command line in a subprocess (plain, stopped at a given step, or under torchrun)
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,11 +87,11 @@ main()
 
 def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int = 1, check: bool = True,
             separate: bool = False) -> subprocess.CompletedProcess:
-    """Run ``charrnn ARGS``: in this process (CliRunner, in ``cwd``), or in a subprocess when ``separate``, when
-    stopping at a step, or under torchrun with ``workers`` > 1. With ``check``, any exit code but 0 or 130
-    (stopped) fails the test with the whole stderr."""
-    if not separate and stop_at is None and workers == 1:
-        result = _in_process([str(a) for a in args], cwd)
+    """Run ``charrnn ARGS`` in ``cwd``, optionally stopping (as a first Ctrl-C would) once training reaches step
+    ``stop_at``: in this process (CliRunner), or in a new process when ``separate`` or under torchrun with
+    ``workers`` > 1. With ``check``, any exit code but 0 or 130 (stopped) fails the test with the whole stderr."""
+    if not separate and workers == 1:
+        result = _in_process([str(a) for a in args], cwd, stop_at)
     else:
         result = _subprocess(args, cwd, stop_at, workers)
     if check and result.returncode not in (0, 130):
@@ -98,17 +99,26 @@ def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int =
     return result
 
 
-def _in_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _in_process(args: list[str], cwd: Path, stop_at: int | None) -> subprocess.CompletedProcess:
     """The command line in this process: no interpreter start-up and torch import per call (they cost seconds)."""
     from typer.testing import CliRunner
 
     from charrnn.cli import app
 
-    threads, before = torch.get_num_threads(), os.getcwd()
+    threads, before, step = torch.get_num_threads(), os.getcwd(), Trainer.train_step
+
+    def train_step(self: Trainer, batch: object) -> object:  # as STOP_AT_SCRIPT does in a subprocess
+        out = step(self, batch)
+        if self.step == stop_at:
+            self.received_signal = signal.SIGINT
+        return out
+
     os.chdir(cwd)
+    Trainer.train_step = train_step
     try:
         result = CliRunner().invoke(app, args)
     finally:
+        Trainer.train_step = step
         os.chdir(before)
         torch.set_num_threads(threads)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
