@@ -234,15 +234,15 @@ def test_resume_refuses_a_file_added_removed_or_changed_and_a_changed_validation
 def test_eval_can_leave_out_characters_the_model_has_never_seen(trained: Path, tmp_path: Path):
     text = tmp_path / "other.txt"
     text.write_text("machine ✓ river ✓ Ω bread salt light", encoding="utf-8")
-    refused = charrnn("eval", text, "--checkpoint", trained, cwd=tmp_path, check=False)
-    assert refused.returncode == 2 and error_line(refused) == (
-        f"Error: {text} has 2 character(s) the model has never seen (3 times in all): '✓' (U+2713), 'Ω' (U+03A9); "
-        "remove them, pass --skip-unknown to score the text without them, or train on text that contains them")
     result = charrnn("eval", text, "--checkpoint", trained, "--skip-unknown", "--json", cwd=tmp_path)
     score = json.loads(result.stdout)
     assert score["skipped"] == 3 and score["chars"] == len("machine  river   bread salt light") - 1
     assert "left out 3 occurrence(s) of 2 character(s) the model has never seen: '✓' (U+2713), 'Ω' (U+03A9)" \
         in result.stderr
+    refused = charrnn("eval", text, "--checkpoint", trained, cwd=tmp_path, check=False)  # not from the entry above
+    assert refused.returncode == 2 and error_line(refused) == (
+        f"Error: {text} has 2 character(s) the model has never seen (3 times in all): '✓' (U+2713), 'Ω' (U+03A9); "
+        "remove them, pass --skip-unknown to score the text without them, or train on text that contains them")
     clean = tmp_path / "clean.txt"
     clean.write_text("machine  river   bread salt light", encoding="utf-8")
     same = json.loads(charrnn("eval", clean, "--checkpoint", trained, "--json", cwd=tmp_path).stdout)

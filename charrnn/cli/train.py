@@ -27,7 +27,8 @@ def _setting(help: str, default: Any) -> Any:
 def train(
     corpus: Annotated[list[Path] | None, typer.Argument(
         help="Text to learn from: a UTF-8 file, several files, or a folder (every text file under it, in sorted "
-             "order). With --resume: the run directory, default the latest run.", show_default=False)] = None,
+             "order). With --resume: the run directory, default the latest run.", metavar="CORPUS",
+        show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run exactly.")] = False,
     init_from: Annotated[Path | None, typer.Option(help="Start from this run's or checkpoint's weights "
                                                    "(fine-tuning: fresh optimizer and step count).")] = None,
