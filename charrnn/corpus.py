@@ -62,7 +62,7 @@ RACY_NS = 2 * 10**9  # a file changed this close to its encoding is re-hashed wh
 ATTEMPTS = 3  # reads of a file that keeps changing while being read
 MAX_STREAM = 1 << 30  # bytes read from a pipe or device
 STALE_AGE = 24 * 3600  # seconds after which any temporary cache directory is abandoned
-PROBE = 1 << 16  # bytes of a file read to tell whether it looks like text
+PROBE = 1 << 13  # bytes of a file read to tell whether it looks like text (git looks at the first 8000)
 NEWLINE = np.array([10], dtype=np.uint8)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
@@ -360,17 +360,16 @@ def _regular(path: Path) -> os.stat_result:
 
 
 def scan(path: Path | Sequence[Path], encoding: str = "utf-8", errors: str = "strict",
-         progress: Progress | None = None) -> tuple[np.ndarray, str]:
+         progress: Progress | None = None, name: Path | None = None) -> tuple[np.ndarray, str]:
     """Count every code point of a file, or of several files joined as ``load_corpus`` joins them: (counts indexed
-    by code point, the corpus's fingerprint).
+    by code point, the corpus's fingerprint). ``name`` names several files in messages.
 
     Only for regular files: whoever scans reads the file again (``load_corpus``), and a pipe can be read once."""
     files, several = _as_files(path)
     _decoder(encoding, errors)
     parts = [(f, str(f), _regular(f).st_size) for f in files]
     digests = [hashlib.sha256() for _ in files]
-    counts = _count(_points(parts, encoding, errors, digests, progress, several), str(path if not several
-                                                                                      else files[0]))
+    counts = _count(_points(parts, encoding, errors, digests, progress, several), str(name or files[0]))
     return counts, _fingerprint(files, [d.hexdigest() for d in digests], several)
 
 

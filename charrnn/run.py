@@ -90,6 +90,7 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
         warnings.append(f"{sources.name} has {len(text.vocab):,} distinct characters; the output layer will be "
                         "large (is this really text in one encoding?)")
     validation = _validation_file(cfg, text.vocab, encoding, errors, progress)
+    warnings += _overlap(text, validation)
     set_seed(cfg.seed)
     model = new_model(cfg, text, validation)
     run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(sources.name)
@@ -118,6 +119,17 @@ def _validation_file(cfg: TrainConfig, vocab: Vocab, encoding: str, errors: str,
     if len(validation.tokens) < 2:
         raise CharRNNError(f"the validation file {path} needs at least two characters")
     return validation
+
+
+def _overlap(corpus: Corpus, validation: Corpus | None) -> list[str]:
+    """A warning if the validation file is also trained on (named alone or found in a corpus folder)."""
+    if validation is None:
+        return []
+    trained = [f for f, _ in corpus.files] or [corpus.path]
+    if validation.path.resolve() not in {f.resolve() for f in trained}:
+        return []
+    return [f"the validation file {validation.path} is part of the corpus too: the model trains on it, so its "
+            "score does not measure how well the model does on text it has not seen"]
 
 
 def new_model(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None = None) -> CharRNN:
@@ -176,6 +188,7 @@ def _warm_start(given: tuple[Path, ...], config_file: Path | None, flags: dict[s
     model.load_state_dict(weights)
     text = sources.load(encoding, errors, progress, vocab=vocab)
     validation = _validation_file(cfg, vocab, encoding, errors, progress)
+    warnings += _overlap(text, validation)
     run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(sources.name)
     return Setup(run_dir, cfg, text, model, warnings=warnings, validation=validation, numbered=out is None)
 
@@ -207,11 +220,15 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
 
 
 def _changed(info: CorpusInfo, what: str = "corpus") -> CharRNNError:
-    """The error for a run whose text is no longer what it was trained on; names the first file that changed."""
+    """The error for a run whose text is no longer what it was trained on."""
+    return CharRNNError(f"the {what} {info.path} has changed since this run started{_which(info)}; it cannot be "
+                        "resumed exactly: start a new run (use --init-from to keep the weights)")
+
+
+def _which(info: CorpusInfo) -> str:
+    """For a corpus of several files that changed: which file did (the first), as a note for a message."""
     changed = next((f.path for f in info.files if file_sha256(Path(f.path)) != f.sha256), None)
-    detail = f" ({changed} changed)" if changed else ""
-    return CharRNNError(f"the {what} {info.path} has changed since this run started{detail}; it cannot be resumed "
-                        "exactly: start a new run (use --init-from to keep the weights)")
+    return f" ({changed} changed)" if changed else ""
 
 
 def _same_files(info: CorpusInfo) -> None:
@@ -274,7 +291,8 @@ def validation_split(ckpt: checkpoint.Checkpoint, progress: Progress | None = No
         return validation.tokens, f"{meta.validation.path} (validation file)"
     corpus = training_corpus(ckpt, progress)
     if corpus is None:
-        raise CharRNNError(f"the run's corpus {meta.corpus.path} has changed since training: pass the text to score")
+        raise CharRNNError(f"the run's corpus {meta.corpus.path} has changed since training{_which(meta.corpus)}: "
+                           "pass the text to score")
     _, val = split(corpus.tokens, meta.config.val_fraction)
     return val, f"{meta.corpus.path} (validation split)"
 

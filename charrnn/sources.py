@@ -10,7 +10,7 @@
 - a charrnn run directory (one holding a run's ``.lock``) is skipped: ``charrnn train .`` must not learn from
   its own metrics, nor find its corpus changed by its own checkpoints;
 - files that are not regular (pipes, sockets, devices, broken links) and files that do not look like text in
-  the encoding (judged by their first 64 KiB: NUL bytes, UTF-16, bytes that do not decode) are skipped, and
+  the encoding (judged by their first 8 KiB: NUL bytes, UTF-16, bytes that do not decode) are skipped, and
   one warning says how many and names a few;
 - a file named explicitly is never skipped: it must be a regular text file.
 
@@ -57,7 +57,7 @@ class Sources:
 
     def scan(self, encoding: str = "utf-8", errors: str = "strict", progress: Progress | None = None) -> np.ndarray:
         """How often each code point occurs in the corpus (see ``corpus.scan``)."""
-        return scan(self.files if self.several else self.files[0], encoding, errors, progress)[0]
+        return scan(self.files if self.several else self.files[0], encoding, errors, progress, self.name)[0]
 
 
 def expand(given: Path | Sequence[Path], encoding: str = "utf-8", errors: str = "strict") -> Sources:

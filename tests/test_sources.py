@@ -261,6 +261,10 @@ def test_a_validation_file_must_use_the_corpus_characters_and_nothing_is_written
     result = charrnn("train", "poems", "--val-file", val, *TINY_FLAGS, cwd=tmp_path, check=False)
     assert error_line(result) == f"Error: the validation file {val} needs at least two characters"
     assert not (tmp_path / "runs").exists()
+    inside = tmp_path / "poems" / "a.txt"
+    setup = run.prepare(tmp_path / "poems", flags={"val_file": str(inside), "device": "cpu"}, out=tmp_path / "r")
+    assert setup.warnings == [f"the validation file {inside} is part of the corpus too: the model trains on it, so its "
+                              "score does not measure how well the model does on text it has not seen"]
 
 
 def test_an_older_checkpoint_without_the_new_fields_still_loads_and_resumes(copy_of):
