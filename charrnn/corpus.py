@@ -5,11 +5,17 @@ incremental decoder, and encoded once to a token file of uint8/uint16/uint32 ids
 A file that is not a regular file (a pipe, ``<(cmd)``, a device) can be read only once: it is copied (at most
 MAX_STREAM bytes) to a private temporary file first, and its encoding is not kept.
 
-The cache (CHARRNN_CACHE_DIR, see ``cache_root``) must never make training or evaluation use text other than the
-file's. An entry is keyed by the resolved path, the decoding settings and the vocabulary, and its meta.json
-(``CacheMeta``, validated on read) records what it was made from. On every open:
+A corpus may also be several regular files (``load_corpus([a, b, ...])``, listed by sources.py): their texts one
+after another, each followed by a newline if it does not end with one, cached as one entry and fingerprinted by
+the list of their paths and SHA-256s. Characters outside a given vocabulary are an error, or with
+``skip_unknown`` are left out while encoding and counted (in memory that does not grow with the text).
 
-- the source's size, mtime, ctime and inode must equal those recorded when encoding finished (restoring the
+The cache (CHARRNN_CACHE_DIR, see ``cache_root``) must never make training or evaluation use text other than the
+files'. An entry is keyed by the resolved path (or list of paths), the decoding settings, the vocabulary and
+whether unknown characters are left out, and its meta.json (``CacheMeta``, validated on read) records what it
+was made from. On every open:
+
+- each source's size, mtime, ctime and inode must equal those recorded when encoding finished (restoring the
   mtime after an edit does not restore the ctime), and they are recorded only if they did not change while the
   file was read (else it is read again, up to ATTEMPTS times);
 - an entry made less than RACY_NS after the file's last change (a later change could keep the same timestamps,
