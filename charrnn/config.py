@@ -61,6 +61,7 @@ class TrainConfig:
     seq_len: int = 64
     batching: str = "sequential"
     val_fraction: float = 0.1
+    val_file: str | None = None  # validate on this file instead of the end of the corpus (which then all trains)
     # optimisation
     lr: float = 3e-3
     weight_decay: float = 0.1
@@ -128,7 +129,7 @@ def _check_types(cfg: TrainConfig) -> None:
     """Every setting has its declared type (ints are numbers too); every number is finite."""
     for name, want in _field_types().items():
         value = getattr(cfg, name)
-        if name == "seed" or (value is None and name == "max_time"):
+        if name == "seed" or (value is None and name in ("max_time", "val_file")):
             continue  # check_seed says more
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if want is float:
@@ -161,13 +162,14 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, not {cfg.warmup_steps}")
     _check(0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], not {cfg.min_lr_ratio}")
     _check(cfg.clip >= 0, f"clip must be >= 0 (0 turns clipping off), not {cfg.clip}")
+    _check(cfg.val_file != "", "val_file must name a file, not ''")
     _check(cfg.eval_chars >= 0, f"eval_chars must be >= 0 (0 scores the whole split), not {cfg.eval_chars}")
     if cfg.max_time is not None:
         _check(cfg.max_time > 0, f"max_time must be a positive number of seconds, not {cfg.max_time}")
 
 
 def _field_types() -> dict[str, type]:
-    types = {"int": int, "float": float, "str": str, "float | None": float}
+    types = {"int": int, "float": float, "str": str, "float | None": float, "str | None": str}
     return {f.name: types[str(f.type)] for f in fields(TrainConfig)}
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from charrnn import devices, run
+from charrnn import checkpoint, devices, run
 from charrnn.cli.common import (
     CheckpointOption,
     DeviceOption,
@@ -23,10 +23,11 @@ from charrnn.cli.common import (
     stdout,
     user_errors,
 )
-from charrnn.cli.views import reading_view, scoring_view
-from charrnn.corpus import load_corpus
+from charrnn.cli.views import reading_view, say, scoring_view
+from charrnn.corpus import Corpus, Progress, load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate
+from charrnn.vocab import UnknownCharacters, describe_chars
 
 
 @app.command(name="eval")
@@ -36,6 +37,8 @@ def eval_cmd(
                                                   show_default=False)] = None,
     checkpoint_path: CheckpointOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Leave out characters the model has never "
+                                               "seen (instead of stopping), and say how many.")] = False,
     device: DeviceOption = "auto",
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
@@ -46,20 +49,34 @@ def eval_cmd(
     devices.set_threads(threads)
     out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)
+    skipped = None
     with reading_view() as reading:
         if corpus is None:
             tokens, source = run.validation_split(ckpt, reading.update)
         else:
-            tokens, source = load_corpus(corpus, encoding, errors, ckpt.vocab, reading.update).tokens, str(corpus)
+            text = _read(corpus, encoding, errors, ckpt, reading.update, skip_unknown)
+            tokens, source, skipped = text.tokens, str(corpus), text.skipped
+    if skipped is not None:
+        say(f"left out {skipped.count:,} occurrence(s) of {skipped.distinct:,} character(s) the model has never "
+            f"seen: {describe_chars(skipped.examples, total=skipped.distinct)}")
     if len(tokens) < 2:
         raise CharRNNError(f"{source} needs at least two characters to score")
     with scoring_view() as scoring:
         score = evaluate(model, tokens, dev, progress=scoring.update)
     if as_json:
         numbers = {k: v if math.isfinite(v) else None for k, v in score.to_dict().items()}  # JSON has no NaN
-        print(json.dumps({**numbers, "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step},
-                         allow_nan=False), file=out)
+        print(json.dumps({**numbers, "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step,
+                          "skipped": skipped.count if skipped else 0}, allow_nan=False), file=out)
         return
     print(f"text        {printable(source)}\ncheckpoint  {printable(ckpt.path)} (step {ckpt.step})\n"
           f"loss        {score.loss:.4f} nats/char\nbpc         {score.bpc:.4f} bits/char\n"
           f"perplexity  {score.perplexity:.4f}\nchars       {score.chars:,}", file=out)
+
+
+def _read(path: Path, encoding: str, errors: str, ckpt: checkpoint.Checkpoint, progress: Progress,
+          skip_unknown: bool) -> Corpus:
+    try:
+        return load_corpus(path, encoding, errors, ckpt.vocab, progress, skip_unknown=skip_unknown)
+    except UnknownCharacters as e:
+        raise e.reworded("remove them, pass --skip-unknown to score the text without them, or train on text that "
+                         "contains them") from None

@@ -25,8 +25,9 @@ def _setting(help: str, default: Any) -> Any:
 @app.command()
 @user_errors
 def train(
-    corpus: Annotated[Path | None, typer.Argument(
-        help="UTF-8 text file to learn from (with --resume: the run directory, default the latest run).",
+    corpus: Annotated[list[Path] | None, typer.Argument(
+        help="Text to learn from: a UTF-8 file, several files, or a folder (every text file under it, in sorted "
+             "order). With --resume: the run directory, default the latest run.", metavar="CORPUS",
         show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run exactly.")] = False,
     init_from: Annotated[Path | None, typer.Option(help="Start from this run's or checkpoint's weights "
@@ -52,6 +53,8 @@ def train(
                                              DEFAULTS.batching)] = None,
     val_fraction: Annotated[float | None, _setting("Fraction at the end of the corpus held out for validation.",
                                                    DEFAULTS.val_fraction)] = None,
+    val_file: Annotated[str | None, typer.Option(help="Validate on this file instead (the whole corpus then trains).",
+                                                 show_default=False)] = None,
     lr: Annotated[float | None, _setting("Peak learning rate (AdamW).", DEFAULTS.lr)] = None,
     weight_decay: Annotated[float | None, _setting("AdamW weight decay on weight matrices.",
                                                    DEFAULTS.weight_decay)] = None,
