@@ -182,6 +182,20 @@ def validation_split(ckpt: checkpoint.Checkpoint, progress: Progress | None = No
     return val, f"{path} (validation split)"
 
 
+def training_split(ckpt: checkpoint.Checkpoint, needed_by: str, progress: Progress | None = None) -> tuple[Any, Corpus]:
+    """The training split a checkpoint was trained on, with its corpus, for ``needed_by`` (an option's name):
+    an error if the corpus is gone or changed."""
+    path = Path(ckpt.meta.corpus.path)
+    if not path.is_file():
+        raise CharRNNError(f"the run's corpus {path} is gone: {needed_by} needs the text the run was trained on")
+    corpus = training_corpus(ckpt, progress)
+    if corpus is None:
+        raise CharRNNError(f"the run's corpus {path} has changed since training: {needed_by} needs the text the "
+                           "run was trained on")
+    train, _ = split(corpus.tokens, ckpt.meta.config.val_fraction)
+    return train, corpus
+
+
 def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event], None] | None = None) -> Trainer:
     """The trainer for a prepared run: its splits and device, a writer that logs ``on_event``'s events and saves
     checkpoints (rank 0 alone writes), and, when resuming, the restored state. Rank 0 claims the run directory."""
