@@ -111,7 +111,7 @@ class CopyIndex:
 
     def __init__(self, text: TokenFile | np.ndarray, vocab: Vocab, sa: np.ndarray | int,
                  sa_dtype: np.dtype | None = None) -> None:
-        self.vocab, self.length, self._fds = vocab, len(text), []
+        self.vocab, self._fds = vocab, []
         if isinstance(text, TokenFile):
             fd = os.dup(text._fd)  # the token file's own descriptor: its path may be a temporary one, now gone
             self._fds.append(fd)
@@ -120,7 +120,7 @@ class CopyIndex:
             self.text = suffixarray.Rows(np.asarray(text), len(text))
         if isinstance(sa, int):
             self._fds.append(sa)
-        self.sa = suffixarray.Rows(sa, len(text), sa_dtype)
+        self.sa = suffixarray.Rows(sa, len(text), sa_dtype, bound=len(text))
 
     @classmethod
     def in_memory(cls, text: np.ndarray, vocab: Vocab) -> CopyIndex:
@@ -132,10 +132,11 @@ class CopyIndex:
         spans of at least ``min_span`` characters found there. ``sample`` must use only the vocabulary's
         characters (a generated text always does)."""
         query = self.vocab.encode(sample, "the sample").astype(np.int64)
-        lengths, where = suffixarray.matches(query, self.text, self.sa)
-        if len(where) and (where.min() < 0 or where.max() >= self.length):
+        try:
+            lengths, where = suffixarray.matches(query, self.text, self.sa)
+        except suffixarray.OutOfRange:  # its CRC-32s were right: made to look whole, or written by a bug
             raise CharRNNError("the copy index is damaged (a position outside the training split): delete "
-                               f"{cache_root() / 'indexes'} and run again")
+                               f"{cache_root() / 'indexes'} and run again") from None
         if not len(query) or lengths.max() == 0:
             return CopyReport(len(query), 0, 0, 0, "", 0, min_span)
         at = int(np.argmax(lengths))

@@ -257,11 +257,15 @@ def _claim(run_dir: Path, numbered: bool) -> tuple[Path, int]:
 def write_atomic(path: Path, text: str) -> None:
     """Replace a small text file so that it is the old or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _rewind_metrics(run_dir: Path, step: int) -> None:

@@ -4,6 +4,7 @@ damaged, temporary files of killed builds removed), and ``charrnn generate --che
 import json
 import shutil
 import socket
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from charrnn.cli import app
 from charrnn.config import TrainConfig
 from charrnn.corpus import cache_root, load_corpus
 from charrnn.data import split
+from charrnn.errors import CharRNNError
 from charrnn.vocab import Vocab
 from tests.helpers import synthetic_text
 
@@ -108,6 +110,25 @@ def test_a_damaged_index_is_rebuilt(train_split, damage: str):
     assert open_counting(train, corpus)[1] == []  # the rebuilt index is good
 
 
+@pytest.mark.parametrize("entry", [-1, 10**6])
+def test_an_index_made_to_look_whole_is_refused_not_followed(train_split, entry: int):
+    """Positions outside the text under correct CRC-32s (a hand-made file, or a bug): a clear error, no crash."""
+    train, corpus = train_split
+    copycheck.open_index(train, corpus).close()
+    (entry_dir,) = (cache_root() / "indexes").iterdir()
+    sa = np.fromfile(entry_dir / "sa.bin", np.int32)
+    sa[len(sa) // 3:] = entry
+    (entry_dir / "sa.bin").write_bytes(sa.tobytes())
+    meta = json.loads((entry_dir / "meta.json").read_text())
+    meta["sums"] = [zlib.crc32(sa.tobytes()[i: i + meta["block"]]) for i in range(0, sa.nbytes, meta["block"])]
+    (entry_dir / "meta.json").write_text(json.dumps(meta))
+    index, builds = open_counting(train, corpus)
+    assert builds == []
+    with index, pytest.raises(CharRNNError, match=r"the copy index is damaged \(a position outside the training "
+                                                  r"split\): delete .*indexes and run again"):
+        index.check(corpus.vocab.decode(np.asarray(train[:300])))
+
+
 def test_temporary_directories_of_killed_builds_are_removed(train_split):
     train, corpus = train_split
     root = cache_root() / "indexes"
@@ -193,6 +214,11 @@ def test_check_copy_errors(trained, tmp_path: Path):
     args = ["generate", "--checkpoint", str(run_dir), "--length", "20", "--device", "cpu"]
     assert_error(runner.invoke(app, [*args, "--copy-report", str(tmp_path / "no" / "r.jsonl")]),
                  f"--copy-report {tmp_path / 'no' / 'r.jsonl'}: the directory {tmp_path / 'no'} does not exist")
+    (tmp_path / "taken").mkdir()
+    result = runner.invoke(app, [*args, "--copy-report", str(tmp_path / "taken")])
+    assert result.exit_code == 2 and result.stdout  # the text was written; the report, at the end, could not be
+    assert f"Error: cannot write --copy-report {tmp_path / 'taken'}: Is a directory" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no temporary file left behind
     saved = tmp_path / "saved.txt"
     shutil.copy2(corpus, saved)
     try:

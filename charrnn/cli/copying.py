@@ -10,7 +10,7 @@ from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from charrnn import checkpoint, copycheck, run
 from charrnn.cli.common import printable
-from charrnn.cli.views import BarView, reading_view, say
+from charrnn.cli.views import BarView, err, reading_view, say
 from charrnn.errors import CharRNNError
 
 SHOWN = 60  # characters of the longest span shown on the line
@@ -29,8 +29,9 @@ class CopyChecker:
         building = BarView(1_000_000, TextColumn("indexing the training split"), BarColumn(),
                            TextColumn("{task.completed:,.0f}/{task.total:,.0f} suffixes sorted"), TimeElapsedColumn(),
                            transient=True)
+        progress = building.update if err.is_terminal else None  # a bar only where it can be redrawn
         with building:
-            self.index = copycheck.open_index(train, corpus, building.update, lambda n: say(
+            self.index = copycheck.open_index(train, corpus, progress, lambda n: say(
                 f"indexing the training split ({n:,} characters) for --check-copy; done once, then cached"))
 
     def add(self, sample: str) -> None:
