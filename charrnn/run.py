@@ -297,6 +297,21 @@ def validation_split(ckpt: checkpoint.Checkpoint, progress: Progress | None = No
     return val, f"{meta.corpus.path} (validation split)"
 
 
+def training_split(ckpt: checkpoint.Checkpoint, needed_by: str, progress: Progress | None = None) -> tuple[Any, Corpus]:
+    """The training split a checkpoint was trained on (its whole corpus when it had a validation file), with the
+    corpus, for ``needed_by`` (an option's name): an error if the corpus is gone or changed."""
+    meta = ckpt.meta
+    gone = [p for p in [Path(f.path) for f in meta.corpus.files] or [Path(meta.corpus.path)] if not p.is_file()]
+    if gone:
+        raise CharRNNError(f"the run's corpus {gone[0]} is gone: {needed_by} needs the text the run was trained on")
+    corpus = training_corpus(ckpt, progress)
+    if corpus is None:
+        raise CharRNNError(f"the run's corpus {meta.corpus.path} has changed since training{_which(meta.corpus)}: "
+                           f"{needed_by} needs the text the run was trained on")
+    train = corpus.tokens if meta.validation is not None else split(corpus.tokens, meta.config.val_fraction)[0]
+    return train, corpus
+
+
 def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event], None] | None = None) -> Trainer:
     """The trainer for a prepared run: its splits and device, a writer that logs ``on_event``'s events and saves
     checkpoints (rank 0 alone writes), and, when resuming, the restored state. Rank 0 claims the run directory."""
@@ -371,11 +386,15 @@ def _claim(run_dir: Path, numbered: bool) -> tuple[Path, int]:
 def write_atomic(path: Path, text: str) -> None:
     """Replace a small text file so that it is the old or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _rewind_metrics(run_dir: Path, step: int) -> None:

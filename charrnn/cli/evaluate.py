@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from charrnn import checkpoint, devices, run
+from charrnn.cli import reference
 from charrnn.cli.common import (
     CheckpointOption,
     DeviceOption,
@@ -39,6 +40,9 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     skip_unknown: Annotated[bool, typer.Option("--skip-unknown", help="Leave out characters the model has never "
                                                "seen (instead of stopping), and say how many.")] = False,
+    baselines: Annotated[bool, typer.Option("--baselines", help="Also give the bits/char of a unigram and a "
+                                            "Kneser-Ney n-gram model of the run's training split, of lzma and of "
+                                            "a uniform guess on the same text.")] = False,
     device: DeviceOption = "auto",
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
@@ -63,14 +67,18 @@ def eval_cmd(
         raise CharRNNError(f"{source} needs at least two characters to score")
     with scoring_view() as scoring:
         score = evaluate(model, tokens, dev, progress=scoring.update)
+    points = reference.compute(ckpt, tokens) if baselines else None
     if as_json:
         numbers = {k: v if math.isfinite(v) else None for k, v in score.to_dict().items()}  # JSON has no NaN
+        extra = {"baselines": points.to_dict()} if points else {}
         print(json.dumps({**numbers, "text": source, "checkpoint": str(ckpt.path), "step": ckpt.step,
-                          "skipped": skipped.count if skipped else 0}, allow_nan=False), file=out)
+                          "skipped": skipped.count if skipped else 0, **extra}, allow_nan=False), file=out)
         return
     print(f"text        {printable(source)}\ncheckpoint  {printable(ckpt.path)} (step {ckpt.step})\n"
           f"loss        {score.loss:.4f} nats/char\nbpc         {score.bpc:.4f} bits/char\n"
           f"perplexity  {score.perplexity:.4f}\nchars       {score.chars:,}", file=out)
+    if points:
+        print(reference.table(score.bpc, points), file=out)
 
 
 def _read(path: Path, encoding: str, errors: str, ckpt: checkpoint.Checkpoint, progress: Progress,

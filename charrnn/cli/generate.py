@@ -5,13 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import torch
 import typer
 
 from charrnn import config, devices
 from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, stdout, user_errors
+from charrnn.cli.copying import CopyChecker
 from charrnn.errors import CharRNNError
 from charrnn.sample import Sampling, generate, generate_chunks
 
@@ -32,6 +33,10 @@ def generate_cmd(
     num_samples: Annotated[int, typer.Option(help="Independent samples, generated as one batch.")] = 1,
     prefix_file: Annotated[Path | None, typer.Option(help="Read the prefix from this UTF-8 file (- for standard "
                                                      "input) instead of --prefix.", show_default=False)] = None,
+    check_copy: Annotated[bool, typer.Option("--check-copy", help="Say on stderr, for each sample, how much of it "
+                                             "also occurs in the run's training split.")] = False,
+    copy_report: Annotated[Path | None, typer.Option(help="Write what --check-copy finds to this file as JSON "
+                                                     "lines (implies --check-copy).", show_default=False)] = None,
     checkpoint_path: CheckpointOption = None,
     device: DeviceOption = "auto",
     threads: Annotated[int | None, typer.Option(
@@ -52,6 +57,7 @@ def generate_cmd(
         prefix = _read_prefix(prefix_file)
     devices.set_threads(1 if threads is None and num_samples == 1 else threads)
     ckpt, model, dev = load(checkpoint_path, device)
+    copies = CopyChecker(ckpt, copy_report) if check_copy or copy_report is not None else None
     vocab = ckpt.vocab
     start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])
     ids = torch.from_numpy(vocab.encode(start, "the prefix").astype("int64"))
@@ -60,19 +66,34 @@ def generate_cmd(
     if num_samples == 1:
         out.write(prefix)
         last_flush = time.monotonic()
+        text: list[str] | None = [] if copies else None  # kept only to be checked
         for token in generate(model, ids, length, how, torch.Generator(dev).manual_seed(seed)):
-            out.write(vocab.chars[int(token)])
+            char = vocab.chars[int(token)]
+            out.write(char)
+            if text is not None:
+                text.append(char)
             if time.monotonic() - last_flush > FLUSH_EVERY:
                 out.flush()
                 last_flush = time.monotonic()
         out.write("\n")
+        _check(copies, out, "".join(text or ()))
     else:
         separator = ""
         for chunk in generate_chunks(model, ids, length, how, seed, num_samples):  # (n, length): bounded memory
             for row in chunk.tolist():
                 out.write(f"{separator}{prefix}{vocab.decode(row)}\n")
                 separator = "\n"  # samples are separated by a blank line
+                _check(copies, out, vocab.decode(row))
     out.flush()
+    if copies:
+        copies.finish()
+
+
+def _check(copies: CopyChecker | None, out: TextIO, generated: str) -> None:
+    """--check-copy: a line on stderr after the sample (the prefix is the user's, not checked)."""
+    if copies:
+        out.flush()
+        copies.add(generated)
 
 
 def _read_prefix(path: Path) -> str:
