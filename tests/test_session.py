@@ -55,6 +55,13 @@ def test_turns_continue_one_text(models: dict[str, Model], cell: str):
     assert second == greedy(model, "the machine" + first + " salt", 40)
     assert third == greedy(model, "the machine" + first + " salt" + second, 40)
     assert len(set(first + second + third)) > 3  # the text moves: the state matters
+    # A tiny model forgets within a few characters, so the texts alone would not show a state lost early on:
+    # the state carried must be that of the whole text (all but the last character, still pending).
+    text = model.vocab.encode("the machine" + first + " salt" + second + third).astype("int64")
+    assert session._pending == [int(text[-1])]
+    with torch.no_grad():
+        _, whole = model.network(torch.from_numpy(text[None, :-1]))
+    torch.testing.assert_close(session._state, whole, rtol=1e-4, atol=1e-5)
 
 
 def test_the_first_turn_is_generate_with_the_same_seed(models: dict[str, Model]):
@@ -116,7 +123,7 @@ def interact(model: Model, lines: str, *flags: str):
 def test_interactive_with_piped_lines(models: dict[str, Model]):
     model = models["lstm"]
     lines = "the machine\n/temp 0.5\n/top_k 5\n/top_p 0.9\n/length 20\n/seed 7\nbread €\n\n/bogus\n/temp 0\n" \
-            "/top_k x\n/reset\n/greedy\n//\n/help\n"
+            "/top_k x\n/reset\n/greedy\n//\n/help\n/temp 0.7\n"
     result = interact(model, lines, "--seed", "3", "--length", "30")
     assert result.exit_code == 0, result.output
     alone = runner.invoke(app, ["generate", "--prefix", "the machine", "--seed", "3", "--length", "30",
@@ -133,7 +140,8 @@ def test_interactive_with_piped_lines(models: dict[str, Model]):
                   "/temp must be > 0, not 0.0 (use /greedy for the most likely text)",
                   "/top_k takes a whole number or off, not 'x'",
                   "fresh text: the model remembers nothing of what came before",
-                  "settings: greedy, length 20, seed 7", "/reset       start a fresh text"]:
+                  "settings: greedy, length 20, seed 7", "/reset       start a fresh text",
+                  "settings: temperature 0.7, top_k 5, top_p 0.9, length 20, seed 7"]:  # /temp ends /greedy
         assert reply in err, err
     assert "Traceback" not in result.output and "Error" not in err
 
@@ -144,6 +152,13 @@ def test_interactive_refuses_what_it_cannot_use(models: dict[str, Model]):
                            (["--num-samples", "2"], "--interactive continues one text")]:
         result = interact(model, "", *flags)
         assert result.exit_code == 2 and f"Error: {message}" in result.stderr, result.output
+
+
+def test_interactive_survives_undecodable_input(models: dict[str, Model]):
+    result = interact(models["lstm"], b"salt \xff\n")
+    assert result.exit_code == 0, result.output
+    assert "the line is not valid utf-8 (byte b'\\xff'): type it again" in result.stderr
+    assert "Traceback" not in result.output
 
 
 class Terminal:

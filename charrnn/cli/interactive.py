@@ -93,6 +93,8 @@ EXAMPLES = {"temp": "0.8", "temperature": "0.8", "top_k": "40", "top_p": "0.9", 
 
 def _read_line(terminal: bool) -> str:
     """The next line without its newline; EOFError at the end of the input (Ctrl-D)."""
+    if sys.stdin is None:  # closed (<&-): no lines at all
+        raise EOFError
     if terminal and sys.stdout.isatty():
         return input(PROMPT)  # with readline's line editing and history, where Python has it
     if terminal:
@@ -116,7 +118,11 @@ def loop(session: Session, out: TextIO) -> None:
     writing = False
     try:
         while True:
-            line = _read_line(terminal)
+            try:
+                line = _read_line(terminal)
+            except UnicodeDecodeError as e:
+                say(f"the line is not valid {e.encoding} (byte {e.object[e.start:e.start + 1]!r}): type it again")
+                continue
             try:
                 if line.startswith("/") and not line.startswith("//"):
                     say(command(session, line))
