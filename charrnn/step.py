@@ -59,6 +59,13 @@ class Stepper:
         else:
             self.h = [state[i] for i in range(L)]  # each (N, H)
 
+    @property
+    def state(self) -> State:
+        """The state after the steps so far, in the model's layout: (L, N, H), or (h, c) for an LSTM."""
+        if self.lstm:
+            return tuple(torch.stack(part) for part in zip(*self.h, strict=True))
+        return torch.stack(self.h)
+
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (N,) int64 -> logits (N, V)."""

@@ -11,10 +11,12 @@ import torch
 import typer
 
 from charrnn import config, devices
+from charrnn.cli import interactive as prompt_loop
 from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, stdout, user_errors
 from charrnn.cli.copying import CopyChecker
 from charrnn.errors import CharRNNError
 from charrnn.sample import Sampling, generate, generate_chunks
+from charrnn.session import Session
 
 FLUSH_EVERY = 0.05  # seconds between flushes of streamed text
 
@@ -42,6 +44,9 @@ def generate_cmd(
     threads: Annotated[int | None, typer.Option(
         help="CPU threads torch may use. [default: 1 for one sample (as fast as more: each step is small), "
              "else one per core]", show_default=False)] = None,
+    interactive: Annotated[bool, typer.Option("--interactive", help="A prompt loop: each line typed is continued "
+                                              "(--length characters), keeping the text so far; /help in it lists "
+                                              "its commands. Ctrl-D leaves.")] = False,
 ) -> None:
     """Continue PREFIX with a trained model; only the text goes to stdout."""
     how = Sampling(temperature, top_k, top_p, greedy)
@@ -51,6 +56,8 @@ def generate_cmd(
         raise CharRNNError(f"--num-samples must be at least 1, not {num_samples}")
     if seed is not None:
         config.check_seed(seed, "--seed")
+    if interactive:
+        prompt_loop.check_options(prefix, prefix_file, num_samples)
     if prefix_file is not None:
         if prefix:
             raise CharRNNError("give the prefix with --prefix or with --prefix-file, not both")
@@ -59,6 +66,8 @@ def generate_cmd(
     ckpt, model, dev = load(checkpoint_path, device)
     copies = CopyChecker(ckpt, copy_report) if check_copy or copy_report is not None else None
     vocab = ckpt.vocab
+    if interactive:
+        return prompt_loop.loop(Session(model, vocab, how, length, seed), stdout())
     start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])
     ids = torch.from_numpy(vocab.encode(start, "the prefix").astype("int64"))
     seed = seed if seed is not None else time.time_ns() % 2**63
