@@ -61,7 +61,7 @@ class _Graph(nn.Module):
             out, state = self.model.rnn(x, h, sequential=self.recur)  # (B, T, H)
         else:
             out, state = self.model.rnn(x, h if c is None else (h, c))
-        logits = self.model.head(out[:, -1])  # (B, V)
+        logits = self.model.logits(out[:, -1])  # (B, V): log-probabilities with the adaptive head
         return (logits, *state) if c is not None else (logits, state)
 
 

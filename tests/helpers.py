@@ -139,16 +139,15 @@ def _subprocess(args: tuple[object, ...], cwd: Path, stop_at: int | None, worker
                           text=True, timeout=300)
 
 
-def quick_checkpoint(root: Path, cell: str = "lstm", steps: int = 30, extra_chars: str = "T/✓日") -> Path:
+def quick_checkpoint(root: Path, cell: str = "lstm", steps: int = 30, extra_chars: str = "T/✓日",
+                     cutoffs: tuple[int, ...] = ()) -> Path:
     """A tiny model (2x16) given ``steps`` quick Adam steps on ``synthetic_text`` (enough to repeat words rather
     than one character: well under a second), saved as a real checkpoint under ``root``/``cell``, the way
-    `charrnn train` leaves one, without a run. Its vocabulary also holds ``extra_chars``, never seen in training."""
-    import torch
-    import torch.nn.functional as F
-
+    `charrnn train` leaves one, without a run. Its vocabulary also holds ``extra_chars``, never seen in training.
+    With ``cutoffs`` the model has the adaptive head, its characters ranked by frequency in the text."""
     from charrnn import checkpoint
     from charrnn.config import CELLS, ModelConfig
-    from charrnn.model import CharRNN
+    from charrnn.model import CharRNN, frequency_rank
     from charrnn.schema import CheckpointMeta, CorpusInfo, Scores
     from charrnn.vocab import Vocab
 
@@ -156,17 +155,20 @@ def quick_checkpoint(root: Path, cell: str = "lstm", steps: int = 30, extra_char
     vocab = Vocab.from_text(text + extra_chars)
     data = torch.from_numpy(vocab.encode(text).astype("int64"))
     torch.manual_seed(CELLS.index(cell))
-    model = CharRNN(ModelConfig(vocab_size=len(vocab), cell=cell, embedding_size=8, hidden_size=16, num_layers=2))
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), cell=cell, embedding_size=8, hidden_size=16, num_layers=2,
+                                cutoffs=cutoffs))
+    if cutoffs:
+        model.head.rank.copy_(frequency_rank(torch.bincount(data, minlength=len(vocab))))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(steps):
         starts = torch.randint(len(data) - 17, (8,))
         batch = torch.stack([data[s : s + 17] for s in starts])  # (8, 17)
-        logits, _ = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        nll, _ = model(batch[:, :-1], targets=batch[:, 1:])
+        loss = nll.mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     meta = CheckpointMeta(step=steps, vocab=vocab.chars, model=model.config, config=TrainConfig(cell=cell),
                           corpus=CorpusInfo("/somewhere/corpus.txt", "0" * 64, len(text)),
                           metrics=Scores(val_loss=loss.item()), elapsed=1.0)
-    return checkpoint.save(root / cell, model, meta)
+    return checkpoint.save(root / (cell + "-adaptive" * bool(cutoffs)), model, meta)

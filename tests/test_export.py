@@ -28,6 +28,7 @@ onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip 
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install -e '.[onnx]'")
 
 LAYERS, HIDDEN = 2, 16  # quick_checkpoint's model
+KINDS = [*CELLS, "lstm-adaptive"]  # every cell, and the adaptive output layer
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +36,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
     """Per cell: the exported file and the same checkpoint loaded by charrnn.load."""
     root = tmp_path_factory.mktemp("export")
     out = {}
-    for cell in CELLS:
-        path = quick_checkpoint(root, cell)
+    for kind in KINDS:
+        cell, adaptive = kind.removesuffix("-adaptive"), kind.endswith("-adaptive")
+        path = quick_checkpoint(root, cell, cutoffs=(8, 16) if adaptive else ())
         model = charrnn.load(path, device="cpu")
-        out[cell] = export.export(model.checkpoint, model.network, root / f"{cell}.onnx").path, model
+        out[kind] = export.export(model.checkpoint, model.network, root / f"{kind}.onnx").path, model
     return out
 
 
@@ -55,9 +57,10 @@ def random_state(cell: str, batch: int, generator: torch.Generator) -> list[torc
     return [torch.randn(shape, generator=generator) for _ in export.state_names(cell)]
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_onnxruntime_matches_pytorch_on_random_inputs_and_states(exported, cell: str):
-    path, model = exported[cell]
+@pytest.mark.parametrize("kind", KINDS)
+def test_onnxruntime_matches_pytorch_on_random_inputs_and_states(exported, kind: str):
+    path, model = exported[kind]
+    cell = model.network.config.cell
     sess, generator, worst = session(path), torch.Generator().manual_seed(0), 0.0
     for batch, steps in [(1, 1), (3, 1), (2, 9), (1, 64)]:
         tokens = torch.randint(len(model.vocab), (batch, steps), generator=generator)
@@ -89,9 +92,9 @@ def ort_greedy(sess: ort.InferenceSession, prefix: str, length: int) -> str:
     return text
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_greedy_text_is_identical(exported, cell: str):
-    path, model = exported[cell]
+@pytest.mark.parametrize("kind", KINDS)
+def test_greedy_text_is_identical(exported, kind: str):
+    path, model = exported[kind]
     text = ort_greedy(session(path), "The machine", 500)
     assert text == model.generate("The machine", 500, greedy=True)
     assert len(set(text[-100:])) > 1  # a model stuck on one character would prove little
