@@ -27,14 +27,16 @@ from pathlib import Path
 
 FIND = """(() => {
   const spans = [...document.querySelectorAll('#text span')];
+  const top = document.querySelector('header').getBoundingClientRect().bottom;
   let pick = %d - 1;
-  if (pick < 0) {
+  if (pick < 0) {  // the most surprising character in the upper part of the text on screen (room for the tip)
     let best = -1;
     spans.forEach((s, i) => {
       const r = s.getBoundingClientRect();
       const bits = s.dataset.d ? parseFloat(s.dataset.d) : -1;
-      if (r.bottom < innerHeight * 0.45 && r.top > 0 && bits > best) { best = bits; pick = i; }
+      if (r.top > top && r.bottom < top + (innerHeight - top) * 0.4 && bits > best) { best = bits; pick = i; }
     });
+    if (pick < 0) pick = Math.min(1, spans.length - 1);
   }
   spans[pick].scrollIntoView({block: 'nearest'});
   const r = spans[pick].getBoundingClientRect();
@@ -126,8 +128,10 @@ def main() -> int:
             url = a.page.resolve().as_uri()
             browser.call("Page.navigate", url=url)
             browser.wait_for("Page.loadEventFired")
-            found = json.loads(browser.call("Runtime.evaluate", expression=FIND % a.char,
-                                            returnByValue=True)["result"]["value"])
+            found = browser.call("Runtime.evaluate", expression=FIND % a.char, returnByValue=True)
+            if "exceptionDetails" in found:
+                sys.exit(f"the page did not render as expected: {found['exceptionDetails']}")
+            found = json.loads(found["result"]["value"])
             for kind in ("mouseMoved",):  # a real pointer move: the page sees mouseover, :hover applies
                 browser.call("Input.dispatchMouseEvent", type=kind, x=found["x"], y=found["y"])
             time.sleep(0.3)

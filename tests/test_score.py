@@ -165,7 +165,8 @@ def test_each_model_labels_its_own_text(models: Path, monkeypatch: pytest.Monkey
     ("\n  \n", ("--by", "file"), "empty.txt is only whitespace: give a text to score"),
     ("ab", ("--top", "0"), "--top must be at least 1, not 0"),
     ("ab", ("--by", "word"), "--by must be line, paragraph or file, not 'word'"),
-    ("ab", ("--checkpoint", "runs/ab", "--checkpoint", "runs/ab/"), "--checkpoint runs/ab is given twice: give each model once"),
+    ("ab", ("--checkpoint", "runs/ab", "--checkpoint", "runs/ab/"),
+     "--checkpoint runs/ab is given twice: give each model once"),
 ])
 def test_score_errors(models: Path, monkeypatch: pytest.MonkeyPatch, content: str, args: tuple, message: str):
     monkeypatch.chdir(models)

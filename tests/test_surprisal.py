@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from charrnn import evaluate as ev
@@ -116,7 +115,8 @@ def test_show_prints_the_text_in_colour(trained: Path):
     legend, bpc = result.stderr.splitlines()[1:]
     assert legend.startswith("surprisal (bits, −log₂ p): ") and "8+" in legend
     plain = json.loads(cli("eval", text, "--json", "--checkpoint", trained / "run").stdout)
-    assert bpc == f"{plain['bpc']:.4f} bits/char (loss {plain['loss']:.4f} nats/char) over {plain['chars']:,} characters"
+    assert bpc == (f"{plain['bpc']:.4f} bits/char (loss {plain['loss']:.4f} nats/char) over {plain['chars']:,} "
+                   "characters")
     no_colour = cli("eval", text, "--show", "--checkpoint", trained / "run", env={"NO_COLOR": "1"})
     assert no_colour.stdout == TEXT
 

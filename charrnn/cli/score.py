@@ -45,8 +45,9 @@ def _line(s: ItemScore, names: list[str]) -> str:
 def score_cmd(
     text: Annotated[Path, typer.Argument(help="Text whose items to score.", show_default=False)],
     checkpoints: Annotated[list[Path] | None, typer.Option(
-        "--checkpoint", help="Run directory or checkpoint; repeat it to compare models (each item is labelled with "
-        "the one that compresses it best). [default: best checkpoint of the latest run]", show_default=False)] = None,
+        "--checkpoint", metavar="<path>", help="Run directory or checkpoint; repeat it to compare models (each item "
+        "is labelled with the one that compresses it best). [default: best checkpoint of the latest run]",
+        show_default=False)] = None,
     by: Annotated[str, typer.Option(help="Score every line, every paragraph (separated by blank lines), or the "
                                     "whole file.")] = "line",
     top: Annotated[int | None, typer.Option(help="Print only the N most surprising items, most surprising first.",
@@ -105,7 +106,8 @@ def score_cmd(
         raise CharRNNError(f"{text} has no {by}s to score: every one is blank")
     mean = ", ".join(f"{n} {b / chars:.4f}" for n, b in zip(names, bits, strict=True))
     wins = ", ".join(f"{n} {w:,}" for n, w in zip(names, best, strict=True))
-    say(f"scored {counted:,} {by}{'' if counted == 1 else 's'}, {chars:,} characters; bits/char over all of them: {mean}"
+    items = f"{counted:,} {by}{'' if counted == 1 else 's'}"
+    say(f"scored {items}, {chars:,} characters; bits/char over all of them: {mean}"
         + (f"; best for: {wins}" if len(names) > 1 else ""))
 
 
