@@ -806,3 +806,12 @@ def load_corpus(path: Path | Sequence[Path], encoding: str = "utf-8", errors: st
     if cached is not None:
         return cached
     return _fill(root, ask, progress)
+
+
+def read_code_points(path: Path, encoding: str = "utf-8", errors: str = "strict") -> Iterator[np.ndarray]:
+    """The code points of a text file (or a pipe: at most MAX_STREAM bytes), chunk by chunk, in bounded memory,
+    with the same errors as reading a corpus; for text that is not encoded with one vocabulary (``charrnn
+    score``). The file is checked, and the encoding looked up, at once; the text is read as it is consumed."""
+    st = _check_file(path)
+    _decoder(encoding, errors)
+    return _code_points(path, encoding, errors, None, None, st.st_size if stat.S_ISREG(st.st_mode) else MAX_STREAM)

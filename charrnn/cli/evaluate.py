@@ -24,10 +24,12 @@ from charrnn.cli.common import (
     stdout,
     user_errors,
 )
+from charrnn.cli.show import view as shown
 from charrnn.cli.views import reading_view, say, scoring_view
 from charrnn.corpus import Corpus, Progress, load_corpus
 from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate
+from charrnn.surprisal_page import check_target
 from charrnn.vocab import UnknownCharacters, describe_chars
 
 
@@ -47,9 +49,17 @@ def eval_cmd(
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
     threads: ThreadsOption = None,
+    show: Annotated[bool, typer.Option("--show", help="Print the text coloured by surprisal (the numbers then go "
+                                       "to stderr).")] = False,
+    html: Annotated[Path | None, typer.Option(help="Also write a page where hovering a character shows its "
+                                              "probability and the model's top 5 guesses.", show_default=False)] = None,
 ) -> None:
     """Print loss (nats/char), bits per character and perplexity of a model on a text."""
     check_errors_policy(errors)
+    if show and as_json:
+        raise CharRNNError("--show and --json both print to the standard output: use one of them")
+    if html is not None:
+        check_target(html)
     devices.set_threads(threads)
     out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)
@@ -65,8 +75,15 @@ def eval_cmd(
             f"seen: {describe_chars(skipped.examples, total=skipped.distinct)}")
     if len(tokens) < 2:
         raise CharRNNError(f"{source} needs at least two characters to score")
-    with scoring_view() as scoring:
-        score = evaluate(model, tokens, dev, progress=scoring.update)
+    if show or html is not None:
+        score = shown(model, tokens, ckpt.vocab, dev, out, show, html, f"surprisal of {printable(source)} under "
+                      f"{printable(ckpt.path)} (step {ckpt.step})")
+        if show:
+            say(f"{score.bpc:.4f} bits/char (loss {score.loss:.4f} nats/char) over {score.chars:,} characters")
+            return
+    else:
+        with scoring_view() as scoring:
+            score = evaluate(model, tokens, dev, progress=scoring.update)
     points = reference.compute(ckpt, tokens) if baselines else None
     if as_json:
         numbers = {k: v if math.isfinite(v) else None for k, v in score.to_dict().items()}  # JSON has no NaN
