@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 
 from charrnn import __version__
-from charrnn.cli import evaluate, generate, train  # noqa: F401 - each module registers its command on app
+from charrnn.cli import evaluate, generate, plot, runs, train  # noqa: F401 - each module registers its command on app
 from charrnn.cli.common import app
 
 
