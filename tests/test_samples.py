@@ -86,6 +86,16 @@ def test_a_sample_prefix_is_continued_and_checked_before_anything_is_written(roo
         TrainConfig(sample_every=-1)
 
 
+def test_train_shows_each_sample_as_it_is_written(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["train", str(root / "corpus.txt"), *TINY_FLAGS, "--steps", "10",
+                                      "--sample-every", "10", "--out", "r"])
+    assert result.exit_code == 0, result.output
+    (sample,) = runs.read_samples(tmp_path / "r")[0]
+    assert f"sample at step 10: {json.dumps(sample.text, ensure_ascii=False)}\n" in result.stderr  # one line
+    assert sample.text not in result.stdout
+
+
 def test_tensorboard_missing_is_one_error_before_anything_is_written(root: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if not installed
