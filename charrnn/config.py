@@ -221,8 +221,9 @@ def to_toml(values: dict[str, Any]) -> str:
     for key, value in values.items():
         if value is None:
             continue
-        if isinstance(value, str):
-            lines.append(f"{key} = {json.dumps(value)}")
+        if isinstance(value, str):  # JSON's \uD83D\uDE00 pairs are not TOML: escape only what TOML must
+            quoted = json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+            lines.append(f"{key} = {quoted}")
         elif isinstance(value, bool):
             lines.append(f"{key} = {str(value).lower()}")
         else:

@@ -82,7 +82,7 @@ def list_runs(root: Path) -> list[RunInfo]:
                            "directory that holds your runs")
     if not root.is_dir():
         raise CharRNNError(f"{root} is a file: give a directory of runs (default runs/) or a run directory")
-    if _looks_like_run(root):
+    if looks_like_run(root):
         return [read(root)]
     try:
         dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -91,7 +91,8 @@ def list_runs(root: Path) -> list[RunInfo]:
     return sorted((read(p) for p in dirs), key=lambda r: (r.updated, r.name), reverse=True)
 
 
-def _looks_like_run(path: Path) -> bool:
+def looks_like_run(path: Path) -> bool:
+    """Whether charrnn has trained (or started to train) in ``path``."""
     return any((path / name).exists() for name in (checkpoint.CHECKPOINTS, run.METRICS, run.CONFIG))
 
 

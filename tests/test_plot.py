@@ -97,6 +97,7 @@ def test_plot_cli_png_and_errors(trained: Path, tmp_path: Path, monkeypatch: pyt
     assert wrote.exit_code == 0 and (tmp_path / "a.png").stat().st_size > 1000 and wrote.stdout == ""
     cases = [
         (["plot", "runs/nope"], "Error: there is no run runs/nope"),
+        (["plot", "runs"], "Error: runs is not a run directory: give runs that `charrnn runs` lists"),
         (["plot", "runs/a", "--x", "chars"], "Error: --x must be step or time, not 'chars'"),
         (["plot", "runs/a", "--out", "a.svg"], "Error: --out a.svg must name a .png file"),
         (["plot", "runs/a", "--out", "no/such/dir/a.png"], "Error: cannot write no/such/dir/a.png: the directory"),

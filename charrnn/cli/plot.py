@@ -35,6 +35,8 @@ def plot_cmd(
     for d in run_dirs or []:
         if not d.is_dir():
             raise CharRNNError(f"there is no run {printable(d)}")
+        if not runs.looks_like_run(d):
+            raise CharRNNError(f"{printable(d)} is not a run directory: give runs that `charrnn runs` lists")
     data = [(runs.read(d), runs.read_metrics(d)[0]) for d in run_dirs or [_latest()]]
     for info, _ in data:
         warn([f"{printable(info.name)}: {p}" for p in info.problems if "damaged line" in p])
