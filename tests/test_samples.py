@@ -64,6 +64,7 @@ def test_a_resumed_run_neither_loses_nor_repeats_samples(root: Path, sampled: Pa
     assert checkpoint.latest_of(halves).step == 13
     with (halves / "samples.jsonl").open("a") as f:  # as if killed after logging past the checkpoint
         f.write(json.dumps({"step": 15, "elapsed": 1.0, "val_loss": None, "seed": 1337, "text": "lost"}) + "\n")
+        f.write("[" * 100_000 + "\n")  # too deep for the JSON parser
         f.write('{"step": 16, "elap')
     resume(halves)
     assert (halves / "samples.jsonl").read_text() .count("\n") == 4
