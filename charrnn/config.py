@@ -75,6 +75,8 @@ class TrainConfig:
     eval_chars: int = 250_000  # validation during training scores this much of the split (0: all of it)
     log_every: int = 10
     keep: int = 2
+    sample_every: int = 0  # write a sample to samples.jsonl every N steps (0: never)
+    sample_prefix: str = ""  # what the samples continue ("": a newline)
     # environment
     seed: int = 1337
     device: str = "auto"
@@ -116,7 +118,7 @@ MAX_SEED = 2**63  # seeds are whole numbers in [0, 2**63): what torch and NumPy 
 # integer overflow inside torch.
 LIMITS = {"embedding_size": 1 << 16, "hidden_size": 1 << 16, "num_layers": 64, "batch_size": 1 << 24,
           "seq_len": 1 << 24, "steps": 2**53, "warmup_steps": 2**53, "eval_every": 2**53, "log_every": 2**53,
-          "keep": 1 << 20}
+          "keep": 1 << 20, "sample_every": 2**53}
 
 
 def check_seed(seed: object, name: str = "seed") -> None:
@@ -163,6 +165,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], not {cfg.min_lr_ratio}")
     _check(cfg.clip >= 0, f"clip must be >= 0 (0 turns clipping off), not {cfg.clip}")
     _check(cfg.val_file != "", "val_file must name a file, not ''")
+    _check(cfg.sample_every >= 0, f"sample_every must be >= 0 (0 turns samples off), not {cfg.sample_every}")
     _check(cfg.eval_chars >= 0, f"eval_chars must be >= 0 (0 scores the whole split), not {cfg.eval_chars}")
     if cfg.max_time is not None:
         _check(cfg.max_time > 0, f"max_time must be a positive number of seconds, not {cfg.max_time}")
@@ -216,7 +219,8 @@ def resolve(path: Path | None, flags: dict[str, Any], base: dict[str, Any] | Non
 
 
 # Settings a resumed run may change; any other change would make it a different run.
-RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device", "precision"})
+RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device", "precision", "sample_every",
+                       "sample_prefix"})
 
 
 def resolve_resume(saved: TrainConfig, path: Path | None, flags: dict[str, Any]) -> TrainConfig:
@@ -237,8 +241,9 @@ def to_toml(values: dict[str, Any]) -> str:
     for key, value in values.items():
         if value is None:
             continue
-        if isinstance(value, str):
-            lines.append(f"{key} = {json.dumps(value)}")
+        if isinstance(value, str):  # JSON's \uD83D\uDE00 pairs are not TOML: escape only what TOML must
+            quoted = json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+            lines.append(f"{key} = {quoted}")
         elif isinstance(value, bool):
             lines.append(f"{key} = {str(value).lower()}")
         else:

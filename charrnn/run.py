@@ -3,6 +3,9 @@
     RUN/config.toml      every setting of the run (usable again with --config)
     RUN/metrics.jsonl    one JSON object per training window or evaluation
     RUN/checkpoints/     see checkpoint.py
+    RUN/samples.jsonl    with sample_every: one JSON object per sample (samples.py)
+    RUN/ended.json       how training ended, when it ended cleanly (a crash leaves none; a resume removes it)
+    RUN/tensorboard/     with --tensorboard: the same scalars and samples for TensorBoard (board.py)
     RUN/.lock            held (flock) by the process training in RUN, so that no two processes share a run
 
 ``prepare`` turns what the user asked for into a ``Setup``; ``build_trainer`` makes its Trainer (splits,
@@ -28,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from charrnn import checkpoint, config, devices, dist
+from charrnn import board, checkpoint, config, devices, dist, samples
 from charrnn.config import TrainConfig, to_toml
 from charrnn.corpus import CacheError, Corpus, Progress, file_sha256, load_corpus, token_counts, vocab_of
 from charrnn.data import split
@@ -36,7 +39,7 @@ from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
 from charrnn.evaluate import Score
 from charrnn.model import AdaptiveHead, CharRNN, choose_cutoffs, frequency_rank, widen_vocab
-from charrnn.schema import CheckpointMeta, CorpusInfo, ResumeState, Scores, SourceFile
+from charrnn.schema import CheckpointMeta, CorpusInfo, ResumeState, RunEnd, SampleLine, Scores, SourceFile
 from charrnn.sources import expand
 from charrnn.train import Event, Summary, Trainer, set_seed
 from charrnn.vocab import UnknownCharacters, Vocab, describe_chars
@@ -44,6 +47,7 @@ from charrnn.vocab import UnknownCharacters, Vocab, describe_chars
 RUNS_ROOT = Path("runs")
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
+ENDED = "ended.json"
 LOCK = ".lock"
 LARGE_VOCAB = 10_000
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
@@ -62,6 +66,7 @@ class Setup:
     validation: Corpus | None = None  # the validation file (val_file); None: the end of the corpus
     numbered: bool = False  # run_dir is a default name: if another run takes it first, use the next -N
     lock: int | None = None  # file descriptor holding RUN/.lock while this process trains (rank 0)
+    board: board.Board | None = None  # TensorBoard's writer while this process trains (rank 0, --tensorboard)
 
 
 def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = None,
@@ -312,10 +317,14 @@ def training_split(ckpt: checkpoint.Checkpoint, needed_by: str, progress: Progre
     return train, corpus
 
 
-def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event], None] | None = None) -> Trainer:
+def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event], None] | None = None,
+                  on_sample: Callable[[SampleLine], None] | None = None, tensorboard: bool = False) -> Trainer:
     """The trainer for a prepared run: its splits and device, a writer that logs ``on_event``'s events and saves
-    checkpoints (rank 0 alone writes), and, when resuming, the restored state. Rank 0 claims the run directory."""
+    checkpoints (rank 0 alone writes), one that writes samples (``on_sample`` hears of them) if the run takes
+    them, TensorBoard's if asked for, and, when resuming, the restored state. Rank 0 claims the run directory."""
     cfg = setup.cfg
+    if tensorboard:
+        board.require()
     _same_text_everywhere(setup, world)
     train_tokens, val_tokens = splits(cfg, setup.corpus, setup.validation)
     device = devices.for_worker(cfg.device, world)
@@ -323,14 +332,33 @@ def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event],
     if setup.resume is not None:
         warning = _restore(trainer, setup.resume, setup.run_dir, world)
         setup.warnings += [warning] if warning else []
+    if cfg.sample_every:
+        samples.start(setup.corpus.vocab, cfg.sample_prefix)  # a prefix of unseen characters fails before any write
     if world.is_main:
         setup.run_dir, setup.lock = _claim(setup.run_dir, setup.numbered)
+        (setup.run_dir / ENDED).unlink(missing_ok=True)
         if setup.resume is not None:
-            _rewind_metrics(setup.run_dir, trainer.step)
+            for name in (METRICS, samples.SAMPLES):
+                _rewind(setup.run_dir / name, trainer.step)
+        if tensorboard:  # a resumed run's events from after its checkpoint are hidden (they are logged again)
+            setup.board = board.Board(setup.run_dir, trainer.step + 1 if setup.resume is not None else None)
     setup.run_dir = dist.broadcast(world, setup.run_dir)
     writer = RunWriter(setup.run_dir, cfg, setup.corpus, world, setup.validation)
     trainer.save = writer.save
-    trainer.callback = writer.log if on_event is None else lambda e: (writer.log(e), on_event(e))
+    listeners = [writer.log] + [on_event] * (on_event is not None)
+    sample_listeners = [on_sample] * (on_sample is not None)
+    if setup.board is not None:
+        listeners.append(setup.board.event)
+        sample_listeners.append(setup.board.sample)
+
+    def callback(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    trainer.callback = callback
+    if cfg.sample_every:
+        trainer.sample = samples.SampleWriter(setup.run_dir, setup.corpus.vocab, cfg.sample_prefix, cfg.seed, world,
+                                              sample_listeners)
     return trainer
 
 
@@ -397,18 +425,17 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def _rewind_metrics(run_dir: Path, step: int) -> None:
-    """Drop the metrics logged after ``step`` (and a line cut short by a crash): a resumed run logs
-    them again, so the file ends with neither duplicate nor missing lines."""
-    path = run_dir / METRICS
+def _rewind(path: Path, step: int) -> None:
+    """Drop the lines of a log (metrics or samples) written after ``step`` (and a line cut short by a crash): a
+    resumed run writes them again, so the file ends with neither duplicate nor missing lines."""
     if not path.exists():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             if json.loads(line)["step"] <= step:
                 kept.append(line + "\n")
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # a damaged line is dropped
             continue
     write_atomic(path, "".join(kept))
 
@@ -483,11 +510,20 @@ def fit(trainer: Trainer, setup: Setup, on_signal: Callable[[int], None] | None 
     leaves no directory behind."""
     try:
         with _stop_on_signals(trainer, on_signal or (lambda signum: None)):
-            return trainer.fit()
+            summary = trainer.fit()
+        if setup.lock is not None:  # rank 0, before it lets go of the run
+            stop = trainer.stop_signal
+            end = RunEnd(summary.stopped_by, summary.steps, signal.Signals(stop).name if stop else None)
+            with contextlib.suppress(OSError):  # without it, `charrnn runs` calls the run crashed: no worse
+                write_atomic(setup.run_dir / ENDED, json.dumps(end.to_dict()) + "\n")
+        return summary
     except BaseException:
         _remove_if_empty(setup.run_dir)
         raise
     finally:
+        if setup.board is not None:
+            setup.board.close()
+            setup.board = None
         if setup.lock is not None:
             os.close(setup.lock)  # the run is free to be resumed
             setup.lock = None

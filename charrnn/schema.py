@@ -253,3 +253,76 @@ class ResumeState:
         if not workers:
             raise Damaged(f"{where} holds no worker state")
         return cls(trainer, workers)
+
+
+# The run's own logs, beside its checkpoints: one JSON object per line of metrics.jsonl and samples.jsonl, and
+# ended.json. Readers skip a line that does not fit (a crash can cut the last one short) and count it.
+
+@dataclass(frozen=True)
+class MetricLine:
+    """One line of metrics.jsonl: a window of training steps or an evaluation (train.Event writes it)."""
+
+    split: str  # "train" or "val"
+    step: int
+    loss: float
+    elapsed: float
+    lr: float | None = None
+    chars_per_s: float | None = None
+    progress: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> MetricLine:
+        split = _get(d, "split", str, where)
+        if split not in ("train", "val"):
+            raise Damaged(f"{where}: 'split' should be 'train' or 'val', not {split!r}")
+        step = _get(d, "step", int, where)
+        if step < 0:
+            raise Damaged(f"{where}: 'step' should be >= 0, not {step}")
+        return cls(split, step, _get(d, "loss", float, where), _get(d, "elapsed", float, where),
+                   _get(d, "lr", float, where, optional=True), _get(d, "chars_per_s", float, where, optional=True),
+                   _get(d, "progress", float, where, optional=True))
+
+
+@dataclass(frozen=True)
+class SampleLine:
+    """One line of samples.jsonl: what the model wrote at a step (samples.py)."""
+
+    step: int
+    elapsed: float
+    val_loss: float | None  # the validation loss of this step, when it was an evaluation step
+    seed: int
+    text: str  # the prefix and the continuation
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> SampleLine:
+        return cls(_get(d, "step", int, where), _get(d, "elapsed", float, where),
+                   _get(d, "val_loss", float, where, optional=True), _get(d, "seed", int, where),
+                   _get(d, "text", str, where))
+
+
+ENDED_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """ended.json: how a run's training ended, written when it ends cleanly (a crash leaves none) and removed
+    when it resumes."""
+
+    how: str  # "steps", "time" (finished) or "signal" (stopped)
+    step: int
+    signal: str | None = None  # SIGINT, SIGTERM, SIGHUP
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": ENDED_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> RunEnd:
+        if _get(d, "version", int, where) > ENDED_VERSION:
+            raise Damaged(f"{where} was written by a newer charrnn")
+        how = _get(d, "how", str, where)
+        if how not in ("steps", "time", "signal"):
+            raise Damaged(f"{where}: 'how' should be steps, time or signal, not {how!r}")
+        return cls(how, _get(d, "step", int, where), _get(d, "signal", str, where, optional=True))

@@ -1,8 +1,8 @@
 """The training loop: AdamW, warmup + cosine decay, clipping, the NaN guard, and the evaluation and save cadence.
 
 ``Trainer.train_step`` is one update, top to bottom; ``Trainer.fit`` runs steps until the end. Progress
-leaves through a typed callback and checkpoints through an injected ``save`` function (run.py's), so this
-module never prints and never touches the run directory.
+leaves through a typed callback, checkpoints through an injected ``save`` function (run.py's) and samples through
+an injected ``sample`` function (samples.py's), so this module never prints and never touches the run directory.
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
 MAX_NONFINITE = 5  # consecutive non-finite steps before training stops
 
 Save = Callable[["Trainer", Score | None], None]  # called on every worker; run.py's RunWriter.save
+# called on every worker every sample_every steps, with the step's score if it was an evaluation step, before
+# the step's checkpoint is saved; samples.py's SampleWriter
+Sample = Callable[["Trainer", Score | None], None]
 
 
 class Trainer:
@@ -113,6 +116,7 @@ class Trainer:
         callback: Callable[[Event], None] | None = None,
         save: Save | None = None,
         world: World = SOLO,
+        sample: Sample | None = None,
     ) -> None:
         self.model = model.to(device)
         # under torchrun, DistributedDataParallel all-reduces the gradients (and starts every worker from rank 0's
@@ -130,6 +134,7 @@ class Trainer:
         self.eval_seconds = 0.0  # how long the last evaluation took: a timed run keeps that long for its last one
         self.callback = callback or (lambda event: None)
         self.save = save or (lambda trainer, score: None)
+        self.sample = sample or (lambda trainer, score: None)
         self.batches = make_batches(train_tokens, cfg.batching, cfg.batch_size, cfg.seq_len, cfg.seed,
                                     world.rank, world.world_size)
         self.optimizer = make_optimizer(model, cfg)
@@ -233,8 +238,11 @@ class Trainer:
                 self.model.train()
                 window_start += time.perf_counter() - started - self.elapsed  # evaluation is not training
                 self.stop_signal = int(self._agree(self.received_signal or 0)) or None  # one came while evaluating?
-            elif self.stop_signal is not None:
-                score = self._score_for_stop()
+            else:
+                if self.step < cfg.steps or self.stop_signal is not None:  # the last step samples after its score
+                    window_start += self._sample(None)
+                if self.stop_signal is not None:
+                    score = self._score_for_stop()
             if self.stop_signal is not None:
                 return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, "signal")
         score = self._validate()
@@ -269,8 +277,19 @@ class Trainer:
             if score.loss < self.best_loss:
                 self.best_loss, self.best_step = score.loss, self.step
             self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
+        self._sample(score)
         self.save(self, score)
         return score
+
+    def _sample(self, score: Score | None) -> float:
+        """Write the run's sample if this step is due for one, before the step's checkpoint is saved (so that a
+        resumed run neither loses nor repeats it); returns the seconds it took."""
+        if not self.cfg.sample_every or self.step % self.cfg.sample_every:
+            return 0.0
+        started = time.perf_counter()
+        self.sample(self, score)
+        self.model.train()
+        return time.perf_counter() - started
 
     def _score_for_stop(self) -> Score | None:
         """Save the checkpoint of a stop signal with its score, so that it competes with the validated ones for

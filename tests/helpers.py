@@ -172,3 +172,39 @@ def quick_checkpoint(root: Path, cell: str = "lstm", steps: int = 30, extra_char
                           corpus=CorpusInfo("/somewhere/corpus.txt", "0" * 64, len(text)),
                           metrics=Scores(val_loss=loss.item()), elapsed=1.0)
     return checkpoint.save(root / (cell + "-adaptive" * bool(cutoffs)), model, meta)
+
+
+# Tiny in-process runs (train, resume). Dropout makes training draw from the global random number generator, so
+# that anything else drawing from it changes the losses.
+RUN_FLAGS = dict(hidden_size=24, embedding_size=8, batch_size=4, seq_len=16, steps=20, eval_every=10, log_every=5,
+                 warmup_steps=5, device="cpu", dropout=0.1, keep=5)
+
+
+def train(root: Path, name: str, stop_at: int | None = None, **flags: object) -> Path:
+    """Train a tiny run in-process into root/name; ``stop_at`` stops it there as a first Ctrl-C would."""
+    setup = run.prepare(root / "corpus.txt", flags={**RUN_FLAGS, **flags}, out=root / name)
+    trainer = run.build_trainer(setup)
+    if stop_at is not None:
+        stop_when(trainer, stop_at)
+    run.fit(trainer, setup)
+    return root / name
+
+
+def resume(run_dir: Path) -> None:
+    """Resume a run in-process to its end."""
+    setup = run.prepare(run_dir, resume=True)
+    run.fit(run.build_trainer(setup), setup)
+
+
+def stop_when(trainer: Trainer, step: int) -> None:
+    """Make ``trainer`` stop after ``step`` as if a first SIGINT had come then."""
+    original = trainer.train_step
+
+    def train_step(batch):  # type: ignore[no-untyped-def]
+        out = original(batch)
+        if trainer.step == step:
+            trainer.received_signal = signal.SIGINT
+        return out
+
+    trainer.train_step = train_step  # type: ignore[method-assign]
+

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from charrnn import config, devices, dist, run
+from charrnn import board, config, devices, dist, run
 from charrnn.cli.common import EncodingOption, ErrorsOption, ThreadsOption, app, check_errors_policy, user_errors
 from charrnn.cli.views import ProgressView, reading_view, say, warn
 from charrnn.train import Event
@@ -72,6 +72,11 @@ def train(
                                                "(0 = all of it).", DEFAULTS.eval_chars)] = None,
     log_every: Annotated[int | None, _setting("Log the training loss every N steps.", DEFAULTS.log_every)] = None,
     keep: Annotated[int | None, _setting("Keep this many newest checkpoints (plus the best).", DEFAULTS.keep)] = None,
+    sample_every: Annotated[int | None, _setting("Write a sample to samples.jsonl every N steps (0 = never).",
+                                                 DEFAULTS.sample_every)] = None,
+    sample_prefix: Annotated[str | None, _setting("Text the samples continue.", "a newline")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard/ for TensorBoard "
+                                              "(needs the tensorboard package).")] = False,
     seed: Annotated[int | None, _setting("Random seed (same seed, same run).", DEFAULTS.seed)] = None,
     device: Annotated[str | None, _setting("auto (CUDA, then MPS, then CPU), cpu, cuda or mps.",
                                            DEFAULTS.device)] = None,
@@ -85,6 +90,8 @@ def train(
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
     check_errors_policy(errors)
     devices.set_threads(threads)  # checked before anything is written
+    if tensorboard:
+        board.require()
     world = dist.from_env()
     dist.start(world)
 
@@ -95,12 +102,12 @@ def train(
                                progress=reading.update)
 
     try:
-        _train(world, dist.rank0_first(world, prepare), threads)  # rank 0 fills the corpus cache first
+        _train(world, dist.rank0_first(world, prepare), threads, tensorboard)  # rank 0 fills the corpus cache first
     finally:
         dist.stop(world)
 
 
-def _train(world: dist.World, setup: run.Setup, threads: int | None) -> None:
+def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard: bool) -> None:
     """Train a prepared run; only rank 0 draws progress and speaks."""
     main = world.is_main
     view = ProgressView(setup.cfg.steps, setup.cfg.max_time) if main else contextlib.nullcontext()
@@ -113,7 +120,8 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None) -> None:
                   f"another process may be competing for the CPU; give each fewer threads with --threads "
                   f"(this one uses {threads_used})"])
 
-    trainer = run.build_trainer(setup, world, on_event=on_event if main else None)
+    trainer = run.build_trainer(setup, world, on_event=on_event if main else None,
+                                on_sample=view.on_sample if main else None, tensorboard=tensorboard)
     threads_used = devices.set_threads(threads)  # again: build_trainer shares the cores among torchrun's workers
     if main:
         trainer.eval_progress = view.on_evaluate
