@@ -17,6 +17,10 @@ class Baseline(nn.Module):
         self.rnn = nn.LSTM(emb, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, vocab)
 
-    def forward(self, x: torch.Tensor, state=None):
+    def forward(self, x: torch.Tensor, state=None, targets: torch.Tensor | None = None):
         out, state = self.rnn(self.embed(x), state)
-        return self.head(out), state
+        logits = self.head(out)
+        if targets is None:
+            return logits, state
+        nll = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="none")
+        return nll.view_as(targets), state

@@ -2,7 +2,8 @@
 
     python bench/faults.py [--faults 60] [--seed 0]
 
-Each fault is one of SIGKILL, SIGTERM or SIGHUP at a random moment of one of four phases, or a full disk:
+Each fault is one of SIGKILL, SIGTERM or SIGHUP at a random moment of one of four phases (watched for: the
+encoder's temporary directory, or a first logged step of the training process), or a full disk:
   encode   a new run on a ~20 MB corpus with an empty cache: the signal lands while the corpus is encoded
   eval     a run whose validation split is large, so that most moments are inside an evaluation
   save     a run that saves a checkpoint at every step, so that most moments are inside a save
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from charrnn import checkpoint
@@ -69,6 +72,22 @@ def loadable(run_dir: Path) -> str | None:
     return None
 
 
+def encoding_started(cache: Path) -> bool:
+    """The encoder's temporary directory exists in the corpus cache."""
+    return cache.is_dir() and any(p.name.startswith(".") for p in cache.iterdir())
+
+
+def grown(path: Path, size: int) -> bool:
+    return path.exists() and path.stat().st_size > size
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Poll until ``condition`` holds, the process has ended, or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while not condition() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--faults", type=int, default=60)
@@ -99,7 +118,8 @@ def main() -> None:
                 shutil.rmtree(work / "cache", ignore_errors=True)  # so that the corpus is encoded again
                 proc = start(["big.txt", "--steps", "2", "--eval-every", "1", "--val-fraction", "0.0001", *TINY,
                               "--out", f"encode-{i}"])
-                time.sleep(rng.uniform(0.05, 1.5))
+                wait_until(partial(encoding_started, work / "cache" / "corpora"), proc)
+                time.sleep(rng.uniform(0.0, 1.0))
             else:
                 key = "save" if phase == "disk" else phase
                 run_dir = work / key
@@ -109,8 +129,12 @@ def main() -> None:
                 limit = None
                 if phase == "disk" and resume:
                     limit = (resume[-1] / "model.safetensors").stat().st_size + 2048
+                metrics = run_dir / "metrics.jsonl"
+                logged = metrics.stat().st_size if metrics.exists() else 0
                 proc = start(cmd, limit)
-                time.sleep(1.5 + rng.uniform(0, 1.5))  # past start-up, then a random moment
+                # past start-up (this process has logged a step), then a random moment
+                wait_until(partial(grown, metrics, logged), proc)
+                time.sleep(rng.uniform(0, 1.5))
             if proc.poll() is None and phase != "disk":
                 proc.send_signal(SIGNALS[name])
             try:

@@ -69,10 +69,11 @@ def main() -> None:
     p.add_argument("corpus", type=Path)
     p.add_argument("--seconds", type=float, default=100)
     p.add_argument("--config", type=Path, default=Path("configs/shakespeare.toml"))
+    p.add_argument("--no-config", action="store_true", help="charrnn with its defaults (no --config)")
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--device", default="cpu")
     args, extra = p.parse_known_args()  # anything else is passed on to `charrnn train`
-    results = [run_charrnn(args.corpus, args.seconds, args.config, args.device, extra)]
+    results = [run_charrnn(args.corpus, args.seconds, None if args.no_config else args.config, args.device, extra)]
     if not args.no_baseline:
         results.append(run_baseline(args.corpus, args.seconds, torch.device(args.device)))
     for r in results:

@@ -125,8 +125,8 @@ def main() -> None:
     speed = {name: done[name] * chars / spent[name] for name in spent}
     print(json.dumps({
         "bench": "throughput", "summary": True, "device": args.device, "threads": torch.get_num_threads(),
-        "precision": "bf16" if trainer.amp else "fp32",
-        "cuda_graphs": trainer.graphs, "hidden_size": args.hidden_size, "num_layers": args.num_layers,
+        "precision": "bf16" if trainer.autocast_dtype else "fp32",
+        "cuda_graphs": trainer.use_graph, "hidden_size": args.hidden_size, "num_layers": args.num_layers,
         "batch_size": args.batch_size,
         "seq_len": args.seq_len, "baseline_chars_per_s": round(speed["baseline"]),
         "charrnn_chars_per_s": round(speed["charrnn"]), "ratio": round(speed["charrnn"] / speed["baseline"], 3),

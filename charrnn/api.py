@@ -18,6 +18,7 @@ from charrnn import checkpoint, devices, run
 from charrnn.evaluate import Score, evaluate
 from charrnn.model import CharRNN
 from charrnn.sample import Sampling, generate
+from charrnn.session import Session
 from charrnn.stop import StopMatcher
 from charrnn.vocab import Vocab
 
@@ -52,6 +53,12 @@ class Model:
             if stopped:
                 break
         return "".join(text) + matcher.flush()
+
+    def session(self, length: int = 500, *, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, greedy: bool = False, seed: int | None = None) -> Session:
+        """A conversation: ``"".join(session.turn(text))`` continues ``text`` and everything before it, keeping the
+        state between turns (see session.py)."""
+        return Session(self.network, self.vocab, Sampling(temperature, top_k, top_p, greedy), length, seed)
 
     def score(self, text: str) -> Score:
         """Mean loss (nats), bits per character and perplexity of the model on ``text`` (at least two characters;

@@ -90,7 +90,11 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
     except (OSError, ValueError) as e:
         raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
     vocab, hidden = config.vocab_size, config.hidden_size
-    cheap = {"embed.weight": (vocab, config.embedding_size), "head.weight": (vocab, hidden)}
+    cheap = {"embed.weight": (vocab, config.embedding_size)}
+    if config.cutoffs:  # the adaptive head: shortlist and one entry per cluster
+        cheap["head.head.weight"] = (config.cutoffs[0] + len(config.cutoffs), hidden)
+    else:
+        cheap["head.weight"] = (vocab, hidden)
     plausible = all(found.get(k) == v for k, v in cheap.items()) and config.num_layers < len(found)
     with torch.device("meta"):  # shapes only: nothing is allocated
         expected = {k: tuple(v.shape) for k, v in CharRNN(config).state_dict().items()} if plausible else {}
@@ -102,6 +106,10 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
         raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
     if not all(torch.isfinite(w).all() for w in weights.values()):
         raise CharRNNError(f"checkpoint {path} has weights that are not finite (NaN or infinity)")
+    rank = weights.get("head.rank")
+    if rank is not None and (rank.dtype != torch.int64 or not torch.equal(rank.sort().values, torch.arange(vocab))):
+        raise CharRNNError(f"checkpoint {path} has a damaged output layer: head.rank is not an ordering of the "
+                           "vocabulary")
     return weights
 
 
@@ -186,14 +194,19 @@ def _write(tmp: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeState 
     _fsync(tmp)
 
 
-def verify(path: Path) -> Checkpoint:
-    """Read a checkpoint directory's metadata and check every file against its manifest."""
+MAX_META = 1 << 26  # bytes: a meta.json of a vocabulary of millions of characters is still far smaller
+
+
+def read_meta(path: Path) -> CheckpointMeta:
+    """A checkpoint directory's metadata, checked field by field (its other files are not read)."""
     meta_path = path / META
     if not meta_path.is_file():
         raise CharRNNError(f"{path} is not a charrnn checkpoint (no {META})")
     try:
+        if meta_path.stat().st_size > MAX_META:
+            raise ValueError(f"it is larger than {MAX_META:,} bytes")
         raw = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # JSON errors are ValueErrors; RecursionError: [[[[...
         raise CharRNNError(f"checkpoint {path} has a corrupt {META}: {e}") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CharRNNError(f"{path} is not a charrnn checkpoint (unknown format)")
@@ -202,7 +215,12 @@ def verify(path: Path) -> Checkpoint:
             f"checkpoint {path} has format version {raw.get('version')}, newer than this charrnn "
             f"({__version__}) reads: upgrade charrnn"
         )
-    meta = CheckpointMeta.from_dict(raw, f"checkpoint {path} {META}")
+    return CheckpointMeta.from_dict(raw, f"checkpoint {path} {META}")
+
+
+def verify(path: Path) -> Checkpoint:
+    """Read a checkpoint directory's metadata and check every file against its manifest."""
+    meta = read_meta(path)
     if not set(meta.files) <= {WEIGHTS, TRAINER}:  # never a path: nothing outside the checkpoint is read
         raise CharRNNError(f"checkpoint {path} has a damaged {META}: its manifest names files it cannot hold")
     for name, want in meta.files.items():

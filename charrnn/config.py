@@ -20,6 +20,9 @@ CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm")
 BATCHINGS = ("sequential", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16")
+SOFTMAXES = ("auto", "full", "adaptive")
+ADAPTIVE_VOCAB = 1000  # softmax = "auto" uses the adaptive head from this many distinct characters (measured:
+# bench/softmax.py)
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,14 @@ class ModelConfig:
     hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
+    cutoffs: tuple[int, ...] = ()  # adaptive softmax: shortlist size and cluster bounds (frequency ranks); () = full
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # a JSON list reads back as a tuple
+        ok = all(isinstance(c, int) and not isinstance(c, bool) for c in self.cutoffs) and len(self.cutoffs) <= 4
+        bounds = (0, *self.cutoffs, self.vocab_size) if ok else ()
+        _check(ok and all(a < b for a, b in zip(bounds, bounds[1:], strict=False)),
+               f"cutoffs must be at most 4 increasing numbers between 0 and the vocabulary size, not {self.cutoffs}")
 
 
 @dataclass(frozen=True)
@@ -44,11 +55,13 @@ class TrainConfig:
     hidden_size: int = 256
     num_layers: int = 2
     dropout: float = 0.0
+    softmax: str = "auto"  # auto: adaptive from ADAPTIVE_VOCAB distinct characters, else full
     # data
     batch_size: int = 32
     seq_len: int = 64
     batching: str = "sequential"
     val_fraction: float = 0.1
+    val_file: str | None = None  # validate on this file instead of the end of the corpus (which then all trains)
     # optimisation
     lr: float = 3e-3
     weight_decay: float = 0.1
@@ -62,6 +75,8 @@ class TrainConfig:
     eval_chars: int = 250_000  # validation during training scores this much of the split (0: all of it)
     log_every: int = 10
     keep: int = 2
+    sample_every: int = 0  # write a sample to samples.jsonl every N steps (0: never)
+    sample_prefix: str = ""  # what the samples continue ("": a newline)
     # environment
     seed: int = 1337
     device: str = "auto"
@@ -70,7 +85,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    def model_config(self, vocab_size: int) -> ModelConfig:
+    def model_config(self, vocab_size: int, cutoffs: tuple[int, ...] = ()) -> ModelConfig:
         return ModelConfig(
             vocab_size=vocab_size,
             cell=self.cell,
@@ -78,7 +93,12 @@ class TrainConfig:
             hidden_size=self.hidden_size,
             num_layers=self.num_layers,
             dropout=self.dropout,
+            cutoffs=cutoffs,
         )
+
+    def adaptive(self, vocab_size: int) -> bool:
+        """Whether this run's model gets the adaptive softmax head."""
+        return self.softmax == "adaptive" or (self.softmax == "auto" and vocab_size >= ADAPTIVE_VOCAB)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,7 +118,7 @@ MAX_SEED = 2**63  # seeds are whole numbers in [0, 2**63): what torch and NumPy 
 # integer overflow inside torch.
 LIMITS = {"embedding_size": 1 << 16, "hidden_size": 1 << 16, "num_layers": 64, "batch_size": 1 << 24,
           "seq_len": 1 << 24, "steps": 2**53, "warmup_steps": 2**53, "eval_every": 2**53, "log_every": 2**53,
-          "keep": 1 << 20}
+          "keep": 1 << 20, "sample_every": 2**53}
 
 
 def check_seed(seed: object, name: str = "seed") -> None:
@@ -111,7 +131,7 @@ def _check_types(cfg: TrainConfig) -> None:
     """Every setting has its declared type (ints are numbers too); every number is finite."""
     for name, want in _field_types().items():
         value = getattr(cfg, name)
-        if name == "seed" or (value is None and name == "max_time"):
+        if name == "seed" or (value is None and name in ("max_time", "val_file")):
             continue  # check_seed says more
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if want is float:
@@ -136,6 +156,7 @@ def validate(cfg: TrainConfig) -> None:
     _check_choice("batching", cfg.batching, BATCHINGS)
     _check_choice("device", cfg.device, DEVICES)
     _check_choice("precision", cfg.precision, PRECISIONS)
+    _check_choice("softmax", cfg.softmax, SOFTMAXES)
     _check(0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), not {cfg.dropout}")
     _check(0.0 < cfg.val_fraction < 1.0, f"val_fraction must be in (0, 1), not {cfg.val_fraction}")
     _check(cfg.lr > 0, f"lr must be a positive number, not {cfg.lr}")
@@ -143,13 +164,15 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, not {cfg.warmup_steps}")
     _check(0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], not {cfg.min_lr_ratio}")
     _check(cfg.clip >= 0, f"clip must be >= 0 (0 turns clipping off), not {cfg.clip}")
+    _check(cfg.val_file != "", "val_file must name a file, not ''")
+    _check(cfg.sample_every >= 0, f"sample_every must be >= 0 (0 turns samples off), not {cfg.sample_every}")
     _check(cfg.eval_chars >= 0, f"eval_chars must be >= 0 (0 scores the whole split), not {cfg.eval_chars}")
     if cfg.max_time is not None:
         _check(cfg.max_time > 0, f"max_time must be a positive number of seconds, not {cfg.max_time}")
 
 
 def _field_types() -> dict[str, type]:
-    types = {"int": int, "float": float, "str": str, "float | None": float}
+    types = {"int": int, "float": float, "str": str, "float | None": float, "str | None": str}
     return {f.name: types[str(f.type)] for f in fields(TrainConfig)}
 
 
@@ -180,7 +203,7 @@ def load_file(path: Path) -> dict[str, Any]:
     return {key: coerce(key, value, str(path)) for key, value in raw.items()}
 
 
-MODEL_SETTINGS = ("cell", "embedding_size", "hidden_size", "num_layers")
+MODEL_SETTINGS = ("cell", "embedding_size", "hidden_size", "num_layers")  # a warm start keeps these
 
 
 def given(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +219,8 @@ def resolve(path: Path | None, flags: dict[str, Any], base: dict[str, Any] | Non
 
 
 # Settings a resumed run may change; any other change would make it a different run.
-RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device", "precision"})
+RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device", "precision", "sample_every",
+                       "sample_prefix"})
 
 
 def resolve_resume(saved: TrainConfig, path: Path | None, flags: dict[str, Any]) -> TrainConfig:
@@ -217,8 +241,9 @@ def to_toml(values: dict[str, Any]) -> str:
     for key, value in values.items():
         if value is None:
             continue
-        if isinstance(value, str):
-            lines.append(f"{key} = {json.dumps(value)}")
+        if isinstance(value, str):  # JSON's \uD83D\uDE00 pairs are not TOML: escape only what TOML must
+            quoted = json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+            lines.append(f"{key} = {quoted}")
         elif isinstance(value, bool):
             lines.append(f"{key} = {str(value).lower()}")
         else:

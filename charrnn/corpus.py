@@ -5,11 +5,17 @@ incremental decoder, and encoded once to a token file of uint8/uint16/uint32 ids
 A file that is not a regular file (a pipe, ``<(cmd)``, a device) can be read only once: it is copied (at most
 MAX_STREAM bytes) to a private temporary file first, and its encoding is not kept.
 
-The cache (CHARRNN_CACHE_DIR, see ``cache_root``) must never make training or evaluation use text other than the
-file's. An entry is keyed by the resolved path, the decoding settings and the vocabulary, and its meta.json
-(``CacheMeta``, validated on read) records what it was made from. On every open:
+A corpus may also be several regular files (``load_corpus([a, b, ...])``, listed by sources.py): their texts one
+after another, each followed by a newline if it does not end with one, cached as one entry and fingerprinted by
+the list of their paths and SHA-256s. Characters outside a given vocabulary are an error, or with
+``skip_unknown`` are left out while encoding and counted (in memory that does not grow with the text).
 
-- the source's size, mtime, ctime and inode must equal those recorded when encoding finished (restoring the
+The cache (CHARRNN_CACHE_DIR, see ``cache_root``) must never make training or evaluation use text other than the
+files'. An entry is keyed by the resolved path (or list of paths), the decoding settings, the vocabulary and
+whether unknown characters are left out, and its meta.json (``CacheMeta``, validated on read) records what it
+was made from. On every open:
+
+- each source's size, mtime, ctime and inode must equal those recorded when encoding finished (restoring the
   mtime after an edit does not restore the ctime), and they are recorded only if they did not change while the
   file was read (else it is read again, up to ATTEMPTS times);
 - an entry made less than RACY_NS after the file's last change (a later change could keep the same timestamps,
@@ -41,18 +47,18 @@ import socket
 import stat
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from charrnn.errors import CharRNNError
-from charrnn.vocab import Vocab, token_dtype, unknown_error
+from charrnn.vocab import Tally, UnknownCharacters, Unseen, Vocab, token_dtype
 
 BOM = b"\xef\xbb\xbf"
 CHUNK = 1 << 22  # bytes read at a time
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: several files, and entries with unknown characters left out
 TOKENS = "tokens.bin"
 META = "meta.json"
 ERRORS = ("strict", "replace", "ignore")
@@ -62,6 +68,8 @@ RACY_NS = 2 * 10**9  # a file changed this close to its encoding is re-hashed wh
 ATTEMPTS = 3  # reads of a file that keeps changing while being read
 MAX_STREAM = 1 << 30  # bytes read from a pipe or device
 STALE_AGE = 24 * 3600  # seconds after which any temporary cache directory is abandoned
+PROBE = 1 << 13  # bytes of a file read to tell whether it looks like text (git looks at the first 8000)
+NEWLINE = np.array([10], dtype=np.uint8)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -131,16 +139,37 @@ class TokenFile:
         return arr if dtype is None else arr.astype(dtype)
 
 
+COUNT_BLOCK = 1 << 24  # tokens counted at a time
+
+
+def token_counts(tokens: TokenFile | np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in ``tokens``: (vocab_size,) int64, read in blocks of bounded size."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for lo in range(0, len(tokens), COUNT_BLOCK):
+        counts += np.bincount(np.asarray(tokens[lo : lo + COUNT_BLOCK]), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
 @dataclass(frozen=True)
 class Corpus:
-    """A whole corpus as token ids (read from the cache on demand), with its vocabulary and a fingerprint."""
+    """A whole corpus as token ids (read from the cache on demand), with its vocabulary and a fingerprint: the
+    SHA-256 of the file's bytes, or for a corpus of several files, of the list of their paths and SHA-256s."""
 
     tokens: TokenFile | np.ndarray
     vocab: Vocab
-    path: Path
+    path: Path  # the file, or what a corpus of several files was named by (its folder, or the first file)
     sha256: str
     encoding: str = "utf-8"
     errors: str = "strict"
+    files: tuple[tuple[Path, str], ...] = ()  # a corpus of several files: each file (absolute) and its SHA-256
+    given: tuple[Path, ...] = ()  # ... and the files and folders it was named by
+    skipped: Unseen | None = None  # characters outside the vocabulary left out (``skip_unknown``)
+
+
+def files_sha256(files: Iterable[tuple[Path, str]]) -> str:
+    """The fingerprint of a corpus of several files: the SHA-256 of the list of their paths and SHA-256s."""
+    listing = [[str(path), sha] for path, sha in files]
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
 def cache_root() -> Path:
@@ -298,12 +327,28 @@ def _code_points(path: Path, encoding: str, errors: str, digest: hashlib._Hash |
                 return
 
 
-def _count(path: Path, encoding: str, errors: str, progress: Progress | None, size: int, what: str,
-           digest: hashlib._Hash | None = None) -> np.ndarray:
-    """Occurrences of every code point (indexed by code point) in the first ``size`` bytes."""
+def _points(parts: Sequence[tuple[Path, str, int]], encoding: str, errors: str,
+            digests: Sequence[hashlib._Hash] | None, progress: Progress | None, joined: bool) -> Iterator[np.ndarray]:
+    """The code points of several files one after another: ``parts`` holds each file, its name for messages, and
+    how many of its bytes to read; ``digests``, one per file. With ``joined``, a newline follows each file whose
+    text does not end with one (an empty file adds nothing)."""
+    total, base = sum(size for _, _, size in parts), 0
+    for i, (path, what, size) in enumerate(parts):
+        step = None if progress is None else (lambda done, _, base=base: progress(base + done, total))
+        last = None
+        for points in _code_points(path, encoding, errors, None if digests is None else digests[i], step, size, what):
+            last = points[-1] if len(points) else last
+            yield points
+        if joined and last is not None and last != 10:
+            yield NEWLINE
+        base += size
+
+
+def _count(points: Iterable[np.ndarray], what: str) -> np.ndarray:
+    """Occurrences of every code point (indexed by code point)."""
     counts = np.zeros(128, dtype=np.int64)
-    for points in _code_points(path, encoding, errors, digest, progress, size, what):
-        c = np.bincount(points)
+    for chunk in points:
+        c = np.bincount(chunk)
         if len(c) > len(counts):
             counts = np.concatenate([counts, np.zeros(len(c) - len(counts), dtype=np.int64)])
         counts[: len(c)] += c
@@ -312,19 +357,66 @@ def _count(path: Path, encoding: str, errors: str, progress: Progress | None, si
     return counts
 
 
-def scan(path: Path, encoding: str = "utf-8", errors: str = "strict",
-         progress: Progress | None = None) -> tuple[np.ndarray, str]:
-    """Count every code point of a file: (counts indexed by code point, sha256 of the bytes).
-
-    Only for regular files: whoever scans reads the file again (``load_corpus``), and a pipe can be read once."""
+def _regular(path: Path) -> os.stat_result:
     st = _check_file(path)
-    _decoder(encoding, errors)
     if not stat.S_ISREG(st.st_mode):
         raise CharRNNError(f"{path} is not a regular file (a pipe or a device) and can be read only once: save "
                            "it to a file first and give that file")
-    digest = hashlib.sha256()
-    counts = _count(path, encoding, errors, progress, st.st_size, str(path), digest)
-    return counts, digest.hexdigest()
+    return st
+
+
+def scan(path: Path | Sequence[Path], encoding: str = "utf-8", errors: str = "strict",
+         progress: Progress | None = None, name: Path | None = None) -> tuple[np.ndarray, str]:
+    """Count every code point of a file, or of several files joined as ``load_corpus`` joins them: (counts indexed
+    by code point, the corpus's fingerprint). ``name`` names several files in messages.
+
+    Only for regular files: whoever scans reads the file again (``load_corpus``), and a pipe can be read once."""
+    files, several = _as_files(path)
+    _decoder(encoding, errors)
+    parts = [(f, str(f), _regular(f).st_size) for f in files]
+    digests = [hashlib.sha256() for _ in files]
+    counts = _count(_points(parts, encoding, errors, digests, progress, several), str(name or files[0]))
+    return counts, _fingerprint(files, [d.hexdigest() for d in digests], several)
+
+
+def _as_files(path: Path | Sequence[Path]) -> tuple[tuple[Path, ...], bool]:
+    """(the files, whether they are several) for a path or a list of paths."""
+    if isinstance(path, Path):
+        return (path,), False
+    files = tuple(Path(p) for p in path)
+    if not files:
+        raise CharRNNError("no files to read: give a text file or a folder of text files")
+    return files, True
+
+
+def _fingerprint(files: Sequence[Path], hashes: Sequence[str], several: bool) -> str:
+    return files_sha256(zip([f.absolute() for f in files], hashes, strict=True)) if several else hashes[0]
+
+
+def text_problem(path: Path, encoding: str, errors: str) -> str | None:
+    """Why a regular file does not look like text in ``encoding`` (judged by its first PROBE bytes: NUL bytes,
+    UTF-16 or UTF-32 text, bytes that do not decode), or None. Reading the whole file finds any later problem."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never waits, even if the file became a pipe
+    except OSError as e:
+        raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "not a regular file"
+        head = os.read(fd, PROBE)
+    except OSError as e:
+        raise CharRNNError(f"cannot read {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if _wide_hint(str(path), head, encoding):
+        return f"{_looks_wide(head)} text"
+    if b"\x00" in head and not _wide(encoding):
+        return "binary"
+    try:
+        _decoder(encoding, errors).decode(head, final=False)
+    except UnicodeError:
+        return f"not {encoding}"
+    return None
 
 
 def vocab_of(counts: np.ndarray) -> Vocab:
@@ -350,9 +442,10 @@ class _BlockSums:
         return self.sums + ([self.crc] if self.fill else [])
 
 
-def _encode_to(path: Path, vocab: Vocab, encoding: str, errors: str, out: Path, progress: Progress | None,
-               digest: hashlib._Hash | None, size: int, what: str, sums: _BlockSums) -> int:
-    """Write the token ids of the first ``size`` bytes of the file to ``out``; returns the number of tokens."""
+def _encode_to(points: Iterable[np.ndarray], vocab: Vocab, out: Path, what: str, sums: _BlockSums,
+               skip: bool) -> tuple[int, Unseen | None]:
+    """Write the token ids of ``points`` to ``out``: (the number of tokens, the characters outside the vocabulary).
+    Those are an error, or with ``skip`` left out."""
     points_of = np.array([ord(c) for c in vocab.chars], dtype=np.int64)
     dtype = token_dtype(len(vocab))
     top = int(points_of.max()) + 2  # the last entry stands for every code point beyond the vocabulary
@@ -363,30 +456,33 @@ def _encode_to(path: Path, vocab: Vocab, encoding: str, errors: str, out: Path, 
     lut8, known8 = np.zeros(256, dtype=dtype), np.zeros(256, dtype=bool)  # for ASCII chunks: 256-entry tables
     small = points_of[points_of < 256]
     lut8[small], known8[small] = lut[small], True
-    n, unknown, examples = 0, 0, {}
+    n, unknown = 0, Tally()
     with out.open("wb") as f:
-        for points in _code_points(path, encoding, errors, digest, progress, size, what):
-            if points.dtype == np.uint8:
-                ok, ids = known8[points], lut8[points]
+        for chunk in points:
+            if chunk.dtype == np.uint8:
+                ok, ids = known8[chunk], lut8[chunk]
             else:
-                clipped = np.minimum(points, np.uint32(top - 1))
+                clipped = np.minimum(chunk, np.uint32(top - 1))
                 ok, ids = known[clipped], lut[clipped]
             if not ok.all():
-                unknown += int((~ok).sum())
-                _, first = np.unique(points[~ok], return_index=True)  # each new character once, in text order
-                examples.update(dict.fromkeys(chr(p) for p in points[~ok][np.sort(first)]))
-            elif not unknown:
+                unknown.add(chunk[~ok])
+                ids = ids[ok]
+            if skip or not unknown.count:  # once one is found (and not skipped) the rest is only counted
                 data = ids.tobytes()
                 f.write(data)
                 sums.update(data)
             n += len(ids)
         f.flush()
         os.fsync(f.fileno())
-    if unknown:
-        raise unknown_error(what, unknown, examples)
+    unseen = unknown.result()
+    if unseen is not None and not skip:
+        raise UnknownCharacters(what, unseen)
+    if n == 0 and unseen is not None:
+        raise CharRNNError(f"{what} has only characters the model has never seen ({unseen.count:,} left out): "
+                           "nothing is left to score")
     if n == 0:
         raise CharRNNError(f"{what} is empty or only whitespace: give a file with text to learn from")
-    return n
+    return n, unseen
 
 
 @dataclass(frozen=True)
@@ -394,16 +490,20 @@ class CacheMeta:
     """What a cache entry was made from (meta.json). JSON escapes every non-ASCII character, so odd file
     names (undecodable bytes as lone surrogates) are stored and read back exactly."""
 
-    source: str  # the resolved path
-    stamp: tuple[int, ...]  # the file's (size, mtime_ns, ctime_ns, inode) while it was read
-    checked_ns: int  # when the file's contents were last known to match (time.time_ns())
+    sources: tuple[str, ...]  # the resolved paths of the files
+    joined: bool  # several files, a newline after each (see _points)
+    stamp: tuple[int, ...]  # each file's (size, mtime_ns, ctime_ns, inode) while it was read, one after another
+    checked_ns: int  # when the files' contents were last known to match (time.time_ns())
     encoding: str  # the codec's canonical name
     errors: str
+    skip_unknown: bool  # characters outside the vocabulary were left out
     tokens: int
-    sha256: str  # of the file's bytes
+    hashes: tuple[str, ...]  # SHA-256 of each file's bytes
     vocab: tuple[str, ...]
     block: int
     sums: tuple[int, ...]  # CRC-32 of each block of the token file
+    unseen: tuple[int, int]  # characters left out: occurrences, distinct ones
+    unseen_examples: tuple[str, ...]  # ... the first few of them
     format: int = CACHE_FORMAT
 
     def to_json(self) -> str:
@@ -415,22 +515,52 @@ class CacheMeta:
         raw = json.loads(text)
         if not isinstance(raw, dict) or raw.get("format") != CACHE_FORMAT or set(raw) != set(cls.__dataclass_fields__):
             raise ValueError("not a cache entry of this format")
-        ints = [raw["checked_ns"], raw["tokens"], raw["block"], *raw["stamp"], *raw["sums"]]
-        strs = [raw["source"], raw["encoding"], raw["errors"], raw["sha256"], *raw["vocab"]]
+        ints = [raw["checked_ns"], raw["tokens"], raw["block"], *raw["stamp"], *raw["sums"], *raw["unseen"]]
+        strs = [*raw["sources"], raw["encoding"], raw["errors"], *raw["hashes"], *raw["vocab"], *raw["unseen_examples"]]
         if not all(type(v) is int for v in ints) or not all(type(v) is str for v in strs) \
-                or raw["block"] < 1 or raw["tokens"] < 1:
+                or type(raw["joined"]) is not bool or type(raw["skip_unknown"]) is not bool \
+                or raw["block"] < 1 or raw["tokens"] < 1 or len(raw["unseen"]) != 2 \
+                or len(raw["hashes"]) != len(raw["sources"]) or not raw["sources"]:
             raise ValueError("a cache entry field has the wrong type")
-        return cls(**{**raw, "stamp": tuple(raw["stamp"]), "vocab": tuple(raw["vocab"]), "sums": tuple(raw["sums"])})
+        return cls(**{**raw, **{k: tuple(raw[k]) for k in ("sources", "stamp", "hashes", "vocab", "sums", "unseen",
+                                                            "unseen_examples")}})
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What ``load_corpus`` was asked for."""
+
+    files: tuple[Path, ...]
+    several: bool  # a corpus of several files (joined, fingerprinted by their list), even if there is one
+    encoding: str
+    errors: str
+    vocab: Vocab | None
+    skip: bool
+    given: tuple[Path, ...]
+
+    @property
+    def name(self) -> Path:
+        return self.given[0] if self.several and self.given else self.files[0]
+
+    def key(self) -> str:
+        sources = [str(f.resolve()) for f in self.files] if self.several else str(self.files[0].resolve())
+        ident = [CACHE_FORMAT, sources, _codec(self.encoding).name, self.errors,
+                 None if self.vocab is None else "".join(self.vocab.chars), self.skip]
+        return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:32]
+
+    def corpus(self, tokens: TokenFile, vocab: Vocab, hashes: Sequence[str], unseen: Unseen | None,
+               name: Path | None = None) -> Corpus:
+        files = tuple(zip([f.absolute() for f in self.files], hashes, strict=True)) if self.several else ()
+        return Corpus(tokens, vocab, name or self.name, _fingerprint(self.files, hashes, self.several), self.encoding,
+                      self.errors, files, self.given if self.several else (), unseen)
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _cache_key(path: Path, encoding: str, errors: str, vocab: Vocab | None) -> str:
-    ident = [CACHE_FORMAT, str(path.resolve()), _codec(encoding).name, errors,
-             None if vocab is None else "".join(vocab.chars)]
-    return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:32]
+def _stamps(sts: Sequence[os.stat_result]) -> tuple[int, ...]:
+    return tuple(n for st in sts for n in _stamp(st))
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -444,6 +574,11 @@ def _file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def file_sha256(path: Path) -> str | None:
+    """The SHA-256 of a file's bytes (None if it cannot be read)."""
+    return _file_sha256(path)
+
+
 def _blocks_ok(fd: int, meta: CacheMeta, everything: bool) -> bool:
     n = len(meta.sums)
     picks = range(n) if everything or n <= SAMPLED_BLOCKS else sorted(
@@ -451,18 +586,18 @@ def _blocks_ok(fd: int, meta: CacheMeta, everything: bool) -> bool:
     return all(zlib.crc32(os.pread(fd, meta.block, i * meta.block)) == meta.sums[i] for i in picks)
 
 
-def _open_cached(entry: Path, path: Path, st: os.stat_result, encoding: str, errors: str, vocab: Vocab | None,
-                 verify: bool) -> Corpus | None:
-    """The entry's corpus if it is exactly the file's text encoded as asked, else None."""
+def _open_cached(entry: Path, ask: _Ask, sts: Sequence[os.stat_result], verify: bool) -> Corpus | None:
+    """The entry's corpus if it is exactly the files' text encoded as asked, else None."""
     try:
         meta = CacheMeta.from_json((entry / META).read_text(encoding="utf-8"))
         own = Vocab(list(meta.vocab))
     except (OSError, ValueError, KeyError, TypeError, CharRNNError):
         return None
-    wanted = (str(path.resolve()), _stamp(st), _codec(encoding).name, errors)
-    if (meta.source, meta.stamp, meta.encoding, meta.errors) != wanted:
+    wanted = (tuple(str(f.resolve()) for f in ask.files), ask.several, _stamps(sts), _codec(ask.encoding).name,
+              ask.errors, ask.skip)
+    if (meta.sources, meta.joined, meta.stamp, meta.encoding, meta.errors, meta.skip_unknown) != wanted:
         return None
-    if list(meta.vocab) != (sorted(set(meta.vocab)) if vocab is None else vocab.chars):
+    if list(meta.vocab) != (sorted(set(meta.vocab)) if ask.vocab is None else ask.vocab.chars):
         return None
     dtype = token_dtype(len(own))
     try:
@@ -473,18 +608,20 @@ def _open_cached(entry: Path, path: Path, st: os.stat_result, encoding: str, err
             return None
     except OSError:
         return None
-    if verify or max(st.st_mtime_ns, st.st_ctime_ns) >= meta.checked_ns - RACY_NS:
-        if _file_sha256(path) != meta.sha256:
+    changed = max(max(st.st_mtime_ns, st.st_ctime_ns) for st in sts)
+    if verify or changed >= meta.checked_ns - RACY_NS:
+        if [_file_sha256(f) for f in ask.files] != list(meta.hashes):
             return None
-        _mark_checked(entry, meta, st)
-    return Corpus(tokens, own, path, meta.sha256, encoding, errors)
+        _mark_checked(entry, meta, changed)
+    unseen = Unseen(*meta.unseen, meta.unseen_examples) if meta.unseen[0] else None
+    return ask.corpus(tokens, own, meta.hashes, unseen)
 
 
-def _mark_checked(entry: Path, meta: CacheMeta, st: os.stat_result) -> None:
-    """Record that the file's bytes were just seen to match, so that later opens need not re-hash them
-    (best effort: a read-only cache re-hashes instead)."""
+def _mark_checked(entry: Path, meta: CacheMeta, changed: int) -> None:
+    """Record that the files' bytes were just seen to match, so that later opens need not re-hash them
+    (best effort: a read-only cache re-hashes instead). ``changed``: the files' last change (ns)."""
     now = time.time_ns()
-    if max(st.st_mtime_ns, st.st_ctime_ns) >= now - RACY_NS:
+    if changed >= now - RACY_NS:
         return  # still too close to the last change to vouch for the timestamps
     tmp = entry / f".{META}.{os.getpid()}.tmp"
     try:
@@ -539,57 +676,61 @@ def _make_tmp(root: Path, key: str) -> Path:
     return tmp
 
 
-def _encode_into(tmp: Path, source: Path, what: str, encoding: str, errors: str, vocab: Vocab | None,
-                 progress: Progress | None, size: int) -> tuple[Vocab, int, str, list[int]]:
-    """Encode ``source`` (its first ``size`` bytes) into tmp/tokens.bin: (vocab, tokens, sha256, block sums).
-    The bytes hashed are the bytes encoded."""
+def _encode_into(tmp: Path, parts: Sequence[tuple[Path, str, int]], ask: _Ask, progress: Progress | None,
+                 what: str) -> tuple[Vocab, int, list[str], list[int], Unseen | None]:
+    """Encode the files (their first bytes, see _points) into tmp/tokens.bin: (vocab, tokens, each file's SHA-256,
+    block sums, characters left out). The bytes hashed are the bytes encoded."""
+    vocab = ask.vocab
     if vocab is None:
-        vocab = vocab_of(_count(source, encoding, errors, progress, size, what))
-    digest, sums = hashlib.sha256(), _BlockSums(BLOCK)
+        vocab = vocab_of(_count(_points(parts, ask.encoding, ask.errors, None, progress, ask.several), what))
+    digests, sums = [hashlib.sha256() for _ in parts], _BlockSums(BLOCK)
+    points = _points(parts, ask.encoding, ask.errors, digests, progress, ask.several)
     try:
-        n = _encode_to(source, vocab, encoding, errors, tmp / TOKENS, progress, digest, size, what, sums)
+        n, unseen = _encode_to(points, vocab, tmp / TOKENS, what, sums, ask.skip)
     except OSError as e:
         raise _cache_error(e) from None
-    return vocab, n, digest.hexdigest(), sums.finish()
+    return vocab, n, [d.hexdigest() for d in digests], sums.finish(), unseen
 
 
-def _fill(root: Path, key: str, path: Path, encoding: str, errors: str, vocab: Vocab | None,
-          progress: Progress | None) -> Corpus:
-    """Encode a regular file into a new cache entry and return it, reading the file again if it changed
-    while it was read."""
+def _fill(root: Path, ask: _Ask, progress: Progress | None) -> Corpus:
+    """Encode regular files into a new cache entry and return it, reading them again if one changed while they
+    were read."""
+    key = ask.key()
     for _ in range(ATTEMPTS):
-        before = _check_file(path)
+        before = [_check_file(f) for f in ask.files]
         tmp = _make_tmp(root, key)
         try:
+            parts = [(f, str(f), st.st_size) for f, st in zip(ask.files, before, strict=True)]
             try:
-                used, n, sha, sums = _encode_into(tmp, path, str(path), encoding, errors, vocab, progress,
-                                                  before.st_size)
+                used, n, hashes, sums, unseen = _encode_into(tmp, parts, ask, progress, str(ask.name))
             except CacheError:
                 raise
             except CharRNNError:
-                if _stamp(_check_file(path)) != _stamp(before):
+                if _stamps([_check_file(f) for f in ask.files]) != _stamps(before):
                     continue  # e.g. characters outside the vocabulary of a file being rewritten
                 raise
-            if _stamp(_check_file(path)) != _stamp(before):
+            if _stamps([_check_file(f) for f in ask.files]) != _stamps(before):
                 continue
-            meta = CacheMeta(str(path.resolve()), _stamp(before), time.time_ns(), _codec(encoding).name, errors,
-                             n, sha, tuple(used.chars), BLOCK, tuple(sums))
+            meta = CacheMeta(tuple(str(f.resolve()) for f in ask.files), ask.several, _stamps(before),
+                             time.time_ns(), _codec(ask.encoding).name, ask.errors, ask.skip, n, tuple(hashes),
+                             tuple(used.chars), BLOCK, tuple(sums), (unseen.count, unseen.distinct) if unseen
+                             else (0, 0), unseen.examples if unseen else ())
             tokens = TokenFile(tmp / TOKENS, token_dtype(len(used)), vocab_size=len(used))  # stays readable
             try:
                 (tmp / META).write_text(meta.to_json(), encoding="utf-8")
             except OSError as e:
                 raise _cache_error(e) from None
             entry = root / key
-            shutil.rmtree(entry, ignore_errors=True)  # a stale entry for this path
+            shutil.rmtree(entry, ignore_errors=True)  # a stale entry for these files
             try:
                 tmp.rename(entry)
                 tokens.path = entry / TOKENS
             except OSError:
                 pass  # another process (a data-parallel worker) stored it first; ours is still open
-            return Corpus(tokens, used, path, sha, encoding, errors)
+            return ask.corpus(tokens, used, hashes, unseen)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    raise CharRNNError(f"{path} changed while it was being read ({ATTEMPTS} times): wait until it is written "
+    raise CharRNNError(f"{ask.name} changed while it was being read ({ATTEMPTS} times): wait until it is written "
                        "completely, then run again")
 
 
@@ -619,7 +760,7 @@ def _copy_stream(path: Path, out: Path, encoding: str) -> int:
             dst.write(raw)
 
 
-def _load_stream(path: Path, encoding: str, errors: str, vocab: Vocab | None, progress: Progress | None) -> Corpus:
+def _load_stream(path: Path, ask: _Ask, progress: Progress | None) -> Corpus:
     """A corpus from a pipe or device, read once: copied to a private temporary file, then encoded like a
     file. Nothing is kept in the cache (the same path gives other text next time)."""
     root = cache_root() / "corpora"
@@ -628,32 +769,49 @@ def _load_stream(path: Path, encoding: str, errors: str, vocab: Vocab | None, pr
     try:
         copy = tmp / "source"
         try:
-            size = _copy_stream(path, copy, encoding)
+            size = _copy_stream(path, copy, ask.encoding)
         except OSError as e:
             raise _cache_error(e) from None
-        used, _, sha, _ = _encode_into(tmp, copy, str(path), encoding, errors, vocab, progress, size)
+        used, _, hashes, _, unseen = _encode_into(tmp, [(copy, str(path), size)], ask, progress, str(path))
         tokens = TokenFile(tmp / TOKENS, token_dtype(len(used)), vocab_size=len(used))  # open after removal
-        return Corpus(tokens, used, path, sha, encoding, errors)
+        return ask.corpus(tokens, used, hashes, unseen, name=path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_corpus(path: Path, encoding: str = "utf-8", errors: str = "strict", vocab: Vocab | None = None,
-                progress: Progress | None = None, verify: bool = False) -> Corpus:
+def load_corpus(path: Path | Sequence[Path], encoding: str = "utf-8", errors: str = "strict",
+                vocab: Vocab | None = None, progress: Progress | None = None, verify: bool = False, *,
+                skip_unknown: bool = False, given: Sequence[Path] = ()) -> Corpus:
     """A corpus encoded with its own vocabulary (the sorted set of its characters) or with a given one
-    (characters outside it are an error that counts and shows them), from the cache when unchanged.
+    (characters outside it are an error that counts and shows them, or with ``skip_unknown`` are left out and
+    counted in ``Corpus.skipped``), from the cache when unchanged.
 
-    ``verify`` re-hashes the file and checks the whole cached token file instead of trusting the cache (for
+    ``path`` is one file, or a list of regular files: a corpus of several files is their texts one after
+    another, each followed by a newline if it does not end with one, fingerprinted by the list of their paths
+    and SHA-256s (``files_sha256``); ``given`` names what the list was made from (its folders), for messages
+    and the record.
+
+    ``verify`` re-hashes the files and checks the whole cached token file instead of trusting the cache (for
     eval and --resume, which compare the SHA-256 with a checkpoint's). A cache directory that cannot be
     written raises ``CacheError``."""
-    st = _check_file(path)
+    files, several = _as_files(path)
+    sts = [_regular(f) if several else _check_file(f) for f in files]
     _decoder(encoding, errors)  # an unknown encoding is an error before anything else
-    if not stat.S_ISREG(st.st_mode):
-        return _load_stream(path, encoding, errors, vocab, progress)
+    ask = _Ask(files, several, encoding, errors, vocab, skip_unknown, tuple(Path(g) for g in given))
+    if not stat.S_ISREG(sts[0].st_mode):
+        return _load_stream(files[0], ask, progress)
     root = cache_root() / "corpora"
     clean_stale(root)
-    key = _cache_key(path, encoding, errors, vocab)
-    cached = _open_cached(root / key, path, st, encoding, errors, vocab, verify)
+    cached = _open_cached(root / ask.key(), ask, sts, verify)
     if cached is not None:
         return cached
-    return _fill(root, key, path, encoding, errors, vocab, progress)
+    return _fill(root, ask, progress)
+
+
+def read_code_points(path: Path, encoding: str = "utf-8", errors: str = "strict") -> Iterator[np.ndarray]:
+    """The code points of a text file (or a pipe: at most MAX_STREAM bytes), chunk by chunk, in bounded memory,
+    with the same errors as reading a corpus; for text that is not encoded with one vocabulary (``charrnn
+    score``). The file is checked, and the encoding looked up, at once; the text is read as it is consumed."""
+    st = _check_file(path)
+    _decoder(encoding, errors)
+    return _code_points(path, encoding, errors, None, None, st.st_size if stat.S_ISREG(st.st_mode) else MAX_STREAM)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charrnn.dist import SOLO, World, all_sum_
 from charrnn.model import CharRNN
@@ -113,9 +112,8 @@ def evaluate(model: CharRNN, tokens: np.ndarray, device: torch.device, world: Wo
         pos, counted = _window(bounds[:-1][mine], bounds[1:][mine], starts[mine], t, min(t + chunk, width), n)
         x = torch.from_numpy(tokens[pos].astype(np.int64)).to(device, non_blocking=True)
         y = torch.from_numpy(np.where(counted, tokens[pos + 1].astype(np.int64), IGNORE)).to(device)
-        logits, state = model(x, state)  # (S, T, V)
-        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE,
-                                 reduction="sum").double()
+        nll, state = model(x, state, targets=y)  # (S, T), zero where not counted
+        total += nll.sum(dtype=torch.float64)
         done += int(counted.sum())
         if progress is not None:
             progress(done, to_score)

@@ -12,9 +12,14 @@ Shapes: B batch, T time, H hidden, L layers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# all states (B, T, H) of h_t = a_t ⊙ h_{t−1} + b_t from a, b (B, T, H) and h_0 (B, H)
+Recurrence = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def log_g(a: torch.Tensor) -> torch.Tensor:
@@ -35,6 +40,16 @@ def scan_log(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | None) 
         values = torch.cat([h0.log().unsqueeze(1), values], dim=1)
         return (a_star + torch.logcumsumexp(values, dim=1)[:, 1:]).exp()
     return (a_star + torch.logcumsumexp(values, dim=1)).exp()
+
+
+def recurrence(a: torch.Tensor, b: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """h_t = a_t ⊙ h_{t−1} + b_t one step at a time. Written in the Python that TorchScript compiles, so that
+    export.py can turn it into an ONNX loop over a sequence of any length."""
+    out = []
+    for t in range(a.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        out.append(h)
+    return torch.stack(out, dim=1)
 
 
 class MinCell(nn.Module):
@@ -62,15 +77,12 @@ class MinCell(nn.Module):
             return log_a.exp() * h0.unsqueeze(1) + log_b.exp()
         return scan_log(log_a, log_b, h0)
 
-    def sequential(self, x: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
-        """The same states, one step at a time: the reference the scan is tested against."""
+    def sequential(self, x: torch.Tensor, h0: torch.Tensor | None, recur: Recurrence = recurrence) -> torch.Tensor:
+        """The same states, one step at a time: the reference the scan is tested against, and the form that
+        is exported (with ``recur`` compiled)."""
         log_a, log_b = self.coefficients(x)
         h = torch.zeros_like(x[:, 0]) if h0 is None else h0
-        out = []
-        for t in range(x.shape[1]):
-            h = log_a[:, t].exp() * h + log_b[:, t].exp()
-            out.append(h)
-        return torch.stack(out, dim=1)
+        return recur(log_a.exp(), log_b.exp(), h)
 
 
 class MinBlock(nn.Module):
@@ -82,9 +94,11 @@ class MinBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(size, 2 * size), nn.GELU(), nn.Linear(2 * size, size))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None, sequential: bool = False):
-        run = self.cell.sequential if sequential else self.cell
-        h = run(self.norm1(x), h0)  # (B, T, H)
+    def forward(self, x: torch.Tensor, h0: torch.Tensor | None, sequential: bool | Recurrence = False):
+        if sequential:
+            h = self.cell.sequential(self.norm1(x), h0, recurrence if sequential is True else sequential)
+        else:
+            h = self.cell(self.norm1(x), h0)  # (B, T, H)
         x = x + self.drop(self.out(h))
         x = x + self.drop(self.mlp(self.norm2(x)))
         return x, h[:, -1]
@@ -92,7 +106,8 @@ class MinBlock(nn.Module):
 
 class MinRNN(nn.Module):
     """A stack of minGRU/minLSTM blocks with the calling convention of torch.nn.LSTM (batch_first):
-    ``forward(x (B, T, E), state (L, B, H) | None) -> (out (B, T, H), state (L, B, H))``."""
+    ``forward(x (B, T, E), state (L, B, H) | None) -> (out (B, T, H), state (L, B, H))``. With ``sequential``
+    (True, or a ``Recurrence`` to use) the states are computed one step at a time instead of by the scan."""
 
     def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> None:
         super().__init__()
@@ -100,7 +115,7 @@ class MinRNN(nn.Module):
         self.blocks = nn.ModuleList(MinBlock(kind, hidden_size, dropout) for _ in range(num_layers))
         self.norm = nn.LayerNorm(hidden_size)
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, sequential: bool = False):
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None, sequential: bool | Recurrence = False):
         x = self.proj(x)
         last = []
         for i, block in enumerate(self.blocks):

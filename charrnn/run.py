@@ -3,6 +3,9 @@
     RUN/config.toml      every setting of the run (usable again with --config)
     RUN/metrics.jsonl    one JSON object per training window or evaluation
     RUN/checkpoints/     see checkpoint.py
+    RUN/samples.jsonl    with sample_every: one JSON object per sample (samples.py)
+    RUN/ended.json       how training ended, when it ended cleanly (a crash leaves none; a resume removes it)
+    RUN/tensorboard/     with --tensorboard: the same scalars and samples for TensorBoard (board.py)
     RUN/.lock            held (flock) by the process training in RUN, so that no two processes share a run
 
 ``prepare`` turns what the user asked for into a ``Setup``; ``build_trainer`` makes its Trainer (splits,
@@ -20,7 +23,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,21 +31,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from charrnn import checkpoint, config, devices, dist
+from charrnn import board, checkpoint, config, devices, dist, samples
 from charrnn.config import TrainConfig, to_toml
-from charrnn.corpus import CacheError, Corpus, Progress, load_corpus, scan, vocab_of
+from charrnn.corpus import CacheError, Corpus, Progress, file_sha256, load_corpus, token_counts, vocab_of
 from charrnn.data import split
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
 from charrnn.evaluate import Score
-from charrnn.model import CharRNN, widen_vocab
-from charrnn.schema import CheckpointMeta, CorpusInfo, ResumeState, Scores
+from charrnn.model import AdaptiveHead, CharRNN, choose_cutoffs, frequency_rank, widen_vocab
+from charrnn.schema import CheckpointMeta, CorpusInfo, ResumeState, RunEnd, SampleLine, Scores, SourceFile
+from charrnn.sources import expand
 from charrnn.train import Event, Summary, Trainer, set_seed
-from charrnn.vocab import Vocab, describe_chars
+from charrnn.vocab import UnknownCharacters, Vocab, describe_chars
 
 RUNS_ROOT = Path("runs")
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
+ENDED = "ended.json"
 LOCK = ".lock"
 LARGE_VOCAB = 10_000
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
@@ -58,37 +63,96 @@ class Setup:
     model: CharRNN
     resume: ResumeState | None = None  # set when resuming
     warnings: list[str] = field(default_factory=list)
+    validation: Corpus | None = None  # the validation file (val_file); None: the end of the corpus
     numbered: bool = False  # run_dir is a default name: if another run takes it first, use the next -N
     lock: int | None = None  # file descriptor holding RUN/.lock while this process trains (rank 0)
+    board: board.Board | None = None  # TensorBoard's writer while this process trains (rank 0, --tensorboard)
 
 
-def prepare(corpus: Path | None, *, config_file: Path | None = None, flags: dict[str, Any] | None = None,
-            out: Path | None = None, resume: bool = False, init_from: Path | None = None, grow_vocab: bool = False,
-            encoding: str = "utf-8", errors: str = "strict", progress: Progress | None = None) -> Setup:
-    """Check what the user asked for and load what the run starts from; nothing is written yet."""
+def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = None,
+            flags: dict[str, Any] | None = None, out: Path | None = None, resume: bool = False,
+            init_from: Path | None = None, grow_vocab: bool = False, encoding: str = "utf-8", errors: str = "strict",
+            progress: Progress | None = None) -> Setup:
+    """Check what the user asked for and load what the run starts from; nothing is written yet. ``corpus`` is a
+    file, a folder, or a list of them (sources.py); with ``resume``, the run directory."""
     flags = flags or {}
+    given = (corpus,) if isinstance(corpus, Path) else tuple(corpus or ())
     if resume:
         if init_from is not None or out is not None:
             raise CharRNNError("--resume continues a run in place: it takes neither --init-from nor --out")
-        return _resume(corpus, config_file, flags, progress)
-    if corpus is None:
+        if len(given) > 1:
+            raise CharRNNError("--resume takes one run directory (or nothing for the latest run)")
+        return _resume(given[0] if given else None, config_file, flags, progress)
+    if not given:
         raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
     if init_from is not None:
-        return _warm_start(corpus, config_file, flags, out, init_from, grow_vocab, encoding, errors, progress)
+        return _warm_start(given, config_file, flags, out, init_from, grow_vocab, encoding, errors, progress)
     cfg = config.resolve(config_file, flags)
-    text = load_corpus(corpus, encoding, errors, progress=progress)
-    warnings = []
+    sources = expand(given, encoding, errors)
+    text = sources.load(encoding, errors, progress)
+    warnings = [sources.warning] if sources.warning else []
     if len(text.vocab) > LARGE_VOCAB:
-        warnings.append(f"{corpus} has {len(text.vocab):,} distinct characters; the output layer will be large "
-                        "(is this really text in one encoding?)")
+        warnings.append(f"{sources.name} has {len(text.vocab):,} distinct characters; the output layer will be "
+                        "large (is this really text in one encoding?)")
+    validation = _validation_file(cfg, text.vocab, encoding, errors, progress)
+    warnings += _overlap(text, validation)
     set_seed(cfg.seed)
-    model = CharRNN(cfg.model_config(len(text.vocab)))
-    run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(corpus)
-    return Setup(run_dir, cfg, text, model, warnings=warnings, numbered=out is None)
+    model = new_model(cfg, text, validation)
+    run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(sources.name)
+    return Setup(run_dir, cfg, text, model, warnings=warnings, validation=validation, numbered=out is None)
+
+
+def splits(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None) -> tuple[Any, Any]:
+    """The training and validation tokens: the whole corpus and the validation file, or else the corpus split
+    at ``val_fraction`` from its end."""
+    if validation is None:
+        return split(corpus.tokens, cfg.val_fraction)
+    return corpus.tokens, validation.tokens
+
+
+def _validation_file(cfg: TrainConfig, vocab: Vocab, encoding: str, errors: str,
+                     progress: Progress | None) -> Corpus | None:
+    """The run's validation file (``val_file``), encoded with the training corpus's vocabulary, or None."""
+    if cfg.val_file is None:
+        return None
+    path = Path(cfg.val_file)
+    try:
+        validation = load_corpus(path, encoding, errors, vocab, progress)
+    except UnknownCharacters as e:
+        raise e.reworded("a validation file may only hold characters of the training corpus: remove them from "
+                         "it, or add text that has them to the corpus") from None
+    if len(validation.tokens) < 2:
+        raise CharRNNError(f"the validation file {path} needs at least two characters")
+    return validation
+
+
+def _overlap(corpus: Corpus, validation: Corpus | None) -> list[str]:
+    """A warning if the validation file is also trained on (named alone or found in a corpus folder)."""
+    if validation is None:
+        return []
+    trained = [f for f, _ in corpus.files] or [corpus.path]
+    if validation.path.resolve() not in {f.resolve() for f in trained}:
+        return []
+    return [f"the validation file {validation.path} is part of the corpus too: the model trains on it, so its "
+            "score does not measure how well the model does on text it has not seen"]
+
+
+def new_model(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None = None) -> CharRNN:
+    """A freshly initialised model for a corpus; with the adaptive head its clusters are fitted to the training
+    split's character frequencies."""
+    vocab_size = len(corpus.vocab)
+    if not cfg.adaptive(vocab_size):
+        return CharRNN(cfg.model_config(vocab_size))
+    counts = torch.from_numpy(token_counts(splits(cfg, corpus, validation)[0], vocab_size))
+    model = CharRNN(cfg.model_config(vocab_size, choose_cutoffs(counts, cfg.hidden_size)))
+    if isinstance(model.head, AdaptiveHead):  # too few characters for clusters: a plain softmax instead
+        model.head.rank.copy_(frequency_rank(counts))
+    return model
 
 
 def _default_name(corpus_path: Path) -> str:
-    stem = corpus_path.stem[:80] or "corpus"  # a file name may be 255 bytes; the run's name must fit too
+    stem = corpus_path.resolve().name if corpus_path.is_dir() else corpus_path.stem
+    stem = stem[:80] or "corpus"  # a file name may be 255 bytes; the run's name must fit too
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -102,7 +166,7 @@ def _check_new_run_dir(run_dir: Path) -> Path:
     return run_dir
 
 
-def _warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, Any], out: Path | None,
+def _warm_start(given: tuple[Path, ...], config_file: Path | None, flags: dict[str, Any], out: Path | None,
                 init_from: Path, grow_vocab: bool, encoding: str, errors: str, progress: Progress | None) -> Setup:
     """A new run (fresh optimizer and step count) whose model starts from another run's weights."""
     ckpt = checkpoint.find(init_from, RUNS_ROOT)
@@ -112,23 +176,26 @@ def _warm_start(corpus_path: Path, config_file: Path | None, flags: dict[str, An
         if getattr(cfg, key) != getattr(old, key):
             raise CharRNNError(f"{key} is {getattr(cfg, key)!r} but --init-from {init_from} has "
                                f"{getattr(old, key)!r}: a warm start keeps the model's shape")
+    sources = expand(given, encoding, errors)
     vocab = ckpt.vocab
-    unknown = [c for c in vocab_of(scan(corpus_path, encoding, errors, progress)[0]).chars if c not in vocab]
+    unknown = [c for c in vocab_of(sources.scan(encoding, errors, progress)).chars if c not in vocab]
     if unknown and not grow_vocab:
-        raise CharRNNError(f"{corpus_path} has {len(unknown)} character(s) that {init_from} has never seen: "
+        raise CharRNNError(f"{sources.name} has {len(unknown)} character(s) that {init_from} has never seen: "
                            f"{describe_chars(unknown)}; pass --grow-vocab to add them to the model")
     set_seed(cfg.seed)
     weights = ckpt.load_model().state_dict()
-    warnings = list(ckpt.skipped)
+    warnings = list(ckpt.skipped) + ([sources.warning] if sources.warning else [])
     if unknown:
         vocab = Vocab(vocab.chars + sorted(unknown))
         weights = widen_vocab(weights, len(vocab))
         warnings.append(f"added {len(unknown)} new character(s) to the vocabulary: {describe_chars(unknown)}")
-    model = CharRNN(cfg.model_config(len(vocab)))
+    model = CharRNN(cfg.model_config(len(vocab), old.cutoffs))
     model.load_state_dict(weights)
-    text = load_corpus(corpus_path, encoding, errors, vocab, progress)
-    run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(corpus_path)
-    return Setup(run_dir, cfg, text, model, warnings=warnings, numbered=out is None)
+    text = sources.load(encoding, errors, progress, vocab=vocab)
+    validation = _validation_file(cfg, vocab, encoding, errors, progress)
+    warnings += _overlap(text, validation)
+    run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(sources.name)
+    return Setup(run_dir, cfg, text, model, warnings=warnings, validation=validation, numbered=out is None)
 
 
 def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any],
@@ -146,61 +213,165 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
     if done.step >= cfg.steps or (cfg.max_time is not None and done.elapsed >= cfg.max_time):
         raise CharRNNError(f"{run_dir} already finished (step {done.step}, {done.elapsed:.0f}s): "
                            "pass a larger --steps or --max-time to train further")
+    _same_files(ckpt.meta.corpus)
     text = training_corpus(ckpt, progress)
     if text is None:
-        raise CharRNNError(f"the corpus {ckpt.meta.corpus.path} has changed since this run started; it cannot "
-                           "be resumed exactly: start a new run (use --init-from to keep the weights)")
+        raise _changed(ckpt.meta.corpus)
+    validation = recorded_text(ckpt.meta.validation, ckpt.vocab, "validation file", progress)
+    if validation is None and ckpt.meta.validation is not None:
+        raise _changed(ckpt.meta.validation, "validation file")
     set_seed(cfg.seed)
-    return Setup(run_dir, cfg, text, ckpt.load_model(), state, warnings=list(ckpt.skipped))
+    return Setup(run_dir, cfg, text, ckpt.load_model(), state, warnings=list(ckpt.skipped), validation=validation)
+
+
+def _changed(info: CorpusInfo, what: str = "corpus") -> CharRNNError:
+    """The error for a run whose text is no longer what it was trained on."""
+    return CharRNNError(f"the {what} {info.path} has changed since this run started{_which(info)}; it cannot be "
+                        "resumed exactly: start a new run (use --init-from to keep the weights)")
+
+
+def _which(info: CorpusInfo) -> str:
+    """For a corpus of several files that changed: which file did (the first), as a note for a message."""
+    changed = next((f.path for f in info.files if file_sha256(Path(f.path)) != f.sha256), None)
+    return f" ({changed} changed)" if changed else ""
+
+
+def _same_files(info: CorpusInfo) -> None:
+    """For a corpus of several files: the folders and files it was named by must still stand for the same files
+    (none added or removed), or resuming would quietly train on a different list."""
+    if not info.inputs:
+        return
+    for name in info.inputs:
+        if not Path(name).exists():
+            raise CharRNNError(f"the run's corpus {name} is gone: it is needed to resume the run")
+    now = [str(f.absolute()) for f in expand([Path(p) for p in info.inputs], info.encoding, info.errors).files]
+    before = [f.path for f in info.files]
+    added, removed = [f for f in now if f not in set(before)], [f for f in before if f not in set(now)]
+    if now != before:
+        detail = f"{added[0]} was added" if added else f"{removed[0]} was removed" if removed else \
+            "its files are in another order"
+        more = len(added) + len(removed) - 1
+        raise CharRNNError(f"the corpus {info.path} has changed since this run started ({detail}"
+                           f"{f' and {more} more' if more > 0 else ''}); it cannot be resumed exactly: start a new "
+                           "run (use --init-from to keep the weights)")
 
 
 def training_corpus(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> Corpus | None:
     """The corpus a checkpoint was trained on, encoded with its vocabulary and checked byte for byte against the
     SHA-256 it had (never trusted to the cache); None if it is no longer that text. An error if it is gone or
     cannot be read (or the cache cannot be written: that is not a changed corpus)."""
-    source = ckpt.meta.corpus
-    path = Path(source.path)
-    if not path.is_file():
-        raise CharRNNError(f"the run's corpus {path} is gone: it is needed to resume or to score the run's own "
-                           "validation split (pass the text to score: `charrnn eval FILE`)")
+    return recorded_text(ckpt.meta.corpus, ckpt.vocab, "corpus", progress)
+
+
+def recorded_text(info: CorpusInfo | None, vocab: Vocab, what: str, progress: Progress | None = None) -> Corpus | None:
+    """The text a checkpoint records (its corpus or validation file: ``what``), checked byte for byte as
+    ``training_corpus`` says; None if there is none recorded or it is no longer that text."""
+    if info is None:
+        return None
+    files = [Path(f.path) for f in info.files] or [Path(info.path)]
+    for path in files:
+        if not path.is_file():
+            raise CharRNNError(f"the run's {what} {path} is gone: it is needed to resume or to score the run's own "
+                               "validation text (pass the text to score: `charrnn eval FILE`)")
+    source = files if info.files else files[0]
     try:
-        corpus = load_corpus(path, source.encoding, source.errors, ckpt.vocab, progress, verify=True)
+        text = load_corpus(source, info.encoding, info.errors, vocab, progress, verify=True,
+                           given=[Path(p) for p in info.inputs])
     except CacheError:
         raise
     except CharRNNError:  # characters the model has never seen: another text
         return None
-    return corpus if corpus.sha256 == source.sha256 else None
+    return text if text.sha256 == info.sha256 else None
 
 
 def validation_split(ckpt: checkpoint.Checkpoint, progress: Progress | None = None) -> tuple[Any, str]:
-    """Re-create the validation split a checkpoint was scored on, refusing a changed corpus: (tokens, name)."""
-    path = Path(ckpt.meta.corpus.path)
+    """Re-create the validation text a checkpoint was scored on (its validation file, or the end of its corpus),
+    refusing a changed text: (tokens, name)."""
+    meta = ckpt.meta
+    if meta.validation is not None:
+        validation = recorded_text(meta.validation, ckpt.vocab, "validation file", progress)
+        if validation is None:
+            raise CharRNNError(f"the run's validation file {meta.validation.path} has changed since training: pass "
+                               "the text to score")
+        return validation.tokens, f"{meta.validation.path} (validation file)"
     corpus = training_corpus(ckpt, progress)
     if corpus is None:
-        raise CharRNNError(f"the run's corpus {path} has changed since training: pass the text to score")
-    _, val = split(corpus.tokens, ckpt.meta.config.val_fraction)
-    return val, f"{path} (validation split)"
+        raise CharRNNError(f"the run's corpus {meta.corpus.path} has changed since training{_which(meta.corpus)}: "
+                           "pass the text to score")
+    _, val = split(corpus.tokens, meta.config.val_fraction)
+    return val, f"{meta.corpus.path} (validation split)"
 
 
-def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event], None] | None = None) -> Trainer:
+def training_split(ckpt: checkpoint.Checkpoint, needed_by: str, progress: Progress | None = None) -> tuple[Any, Corpus]:
+    """The training split a checkpoint was trained on (its whole corpus when it had a validation file), with the
+    corpus, for ``needed_by`` (an option's name): an error if the corpus is gone or changed."""
+    meta = ckpt.meta
+    gone = [p for p in [Path(f.path) for f in meta.corpus.files] or [Path(meta.corpus.path)] if not p.is_file()]
+    if gone:
+        raise CharRNNError(f"the run's corpus {gone[0]} is gone: {needed_by} needs the text the run was trained on")
+    corpus = training_corpus(ckpt, progress)
+    if corpus is None:
+        raise CharRNNError(f"the run's corpus {meta.corpus.path} has changed since training{_which(meta.corpus)}: "
+                           f"{needed_by} needs the text the run was trained on")
+    train = corpus.tokens if meta.validation is not None else split(corpus.tokens, meta.config.val_fraction)[0]
+    return train, corpus
+
+
+def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event], None] | None = None,
+                  on_sample: Callable[[SampleLine], None] | None = None, tensorboard: bool = False) -> Trainer:
     """The trainer for a prepared run: its splits and device, a writer that logs ``on_event``'s events and saves
-    checkpoints (rank 0 alone writes), and, when resuming, the restored state. Rank 0 claims the run directory."""
+    checkpoints (rank 0 alone writes), one that writes samples (``on_sample`` hears of them) if the run takes
+    them, TensorBoard's if asked for, and, when resuming, the restored state. Rank 0 claims the run directory."""
     cfg = setup.cfg
-    train_tokens, val_tokens = split(setup.corpus.tokens, cfg.val_fraction)
+    if tensorboard:
+        board.require()
+    _same_text_everywhere(setup, world)
+    train_tokens, val_tokens = splits(cfg, setup.corpus, setup.validation)
     device = devices.for_worker(cfg.device, world)
     trainer = Trainer(setup.model, cfg, train_tokens, val_tokens, device, world=world)
     if setup.resume is not None:
         warning = _restore(trainer, setup.resume, setup.run_dir, world)
         setup.warnings += [warning] if warning else []
+    if cfg.sample_every:
+        samples.start(setup.corpus.vocab, cfg.sample_prefix)  # a prefix of unseen characters fails before any write
     if world.is_main:
         setup.run_dir, setup.lock = _claim(setup.run_dir, setup.numbered)
+        (setup.run_dir / ENDED).unlink(missing_ok=True)
         if setup.resume is not None:
-            _rewind_metrics(setup.run_dir, trainer.step)
+            for name in (METRICS, samples.SAMPLES):
+                _rewind(setup.run_dir / name, trainer.step)
+        if tensorboard:  # a resumed run's events from after its checkpoint are hidden (they are logged again)
+            setup.board = board.Board(setup.run_dir, trainer.step + 1 if setup.resume is not None else None)
     setup.run_dir = dist.broadcast(world, setup.run_dir)
-    writer = RunWriter(setup.run_dir, cfg, setup.corpus, world)
+    writer = RunWriter(setup.run_dir, cfg, setup.corpus, world, setup.validation)
     trainer.save = writer.save
-    trainer.callback = writer.log if on_event is None else lambda e: (writer.log(e), on_event(e))
+    listeners = [writer.log] + [on_event] * (on_event is not None)
+    sample_listeners = [on_sample] * (on_sample is not None)
+    if setup.board is not None:
+        listeners.append(setup.board.event)
+        sample_listeners.append(setup.board.sample)
+
+    def callback(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    trainer.callback = callback
+    if cfg.sample_every:
+        trainer.sample = samples.SampleWriter(setup.run_dir, setup.corpus.vocab, cfg.sample_prefix, cfg.seed, world,
+                                              sample_listeners)
     return trainer
+
+
+def _same_text_everywhere(setup: Setup, world: World) -> None:
+    """Every worker read the corpus on its own (rank 0 first): they must have read the same files with the same
+    bytes (a file added to a folder or edited in between would make them train on different corpora)."""
+    if not world.enabled:
+        return
+    ours = (setup.corpus.sha256, setup.validation.sha256 if setup.validation else None)
+    differs = float(dist.broadcast(world, ours) != ours)
+    if dist.all_max(world, [differs], torch.device("cpu"))[0]:
+        raise CharRNNError(f"the workers read different texts from {setup.corpus.path} (a file changed, or was "
+                           "added or removed, while they read it): run again")
 
 
 def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) -> str | None:
@@ -243,25 +414,28 @@ def _claim(run_dir: Path, numbered: bool) -> tuple[Path, int]:
 def write_atomic(path: Path, text: str) -> None:
     """Replace a small text file so that it is the old or the new one, never a mix."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def _rewind_metrics(run_dir: Path, step: int) -> None:
-    """Drop the metrics logged after ``step`` (and a line cut short by a crash): a resumed run logs
-    them again, so the file ends with neither duplicate nor missing lines."""
-    path = run_dir / METRICS
+def _rewind(path: Path, step: int) -> None:
+    """Drop the lines of a log (metrics or samples) written after ``step`` (and a line cut short by a crash): a
+    resumed run writes them again, so the file ends with neither duplicate nor missing lines."""
     if not path.exists():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             if json.loads(line)["step"] <= step:
                 kept.append(line + "\n")
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # a damaged line is dropped
             continue
     write_atomic(path, "".join(kept))
 
@@ -274,15 +448,23 @@ def weights_checksum(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def corpus_info(c: Corpus) -> CorpusInfo:
+    """What a checkpoint records of a text it was trained or validated on."""
+    return CorpusInfo(str(c.path.resolve()), c.sha256, int(len(c.tokens)), c.encoding, c.errors,
+                      tuple(str(g.absolute()) for g in c.given), tuple(SourceFile(str(f), sha) for f, sha in c.files))
+
+
 class RunWriter:
     """Writes a run's files: the metrics log and, with every worker's resume state, its checkpoints.
     Every worker has one (saving is collective); only rank 0 writes."""
 
-    def __init__(self, run_dir: Path, cfg: TrainConfig, corpus: Corpus, world: World = SOLO) -> None:
+    def __init__(self, run_dir: Path, cfg: TrainConfig, corpus: Corpus, world: World = SOLO,
+                 validation: Corpus | None = None) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
         self.corpus = corpus
         self.world = world
+        self.validation = validation
 
     def log(self, event: Event) -> None:
         if not self.world.is_main:
@@ -300,9 +482,9 @@ class RunWriter:
         best = trainer.best_loss if np.isfinite(trainer.best_loss) else None
         return CheckpointMeta(
             step=trainer.step, vocab=c.vocab.chars, model=trainer.model.config, config=self.cfg,
-            corpus=CorpusInfo(str(c.path.resolve()), c.sha256, int(len(c.tokens)), c.encoding, c.errors),
+            corpus=corpus_info(c),
             metrics=Scores(score.loss if score else None, score.chars if score else None, best, trainer.best_step),
-            elapsed=trainer.elapsed)
+            elapsed=trainer.elapsed, validation=None if self.validation is None else corpus_info(self.validation))
 
     def save(self, trainer: Trainer, score: Score | None) -> None:
         """Save a checkpoint with every worker's resume state; all workers take part, rank 0 writes."""
@@ -328,11 +510,20 @@ def fit(trainer: Trainer, setup: Setup, on_signal: Callable[[int], None] | None 
     leaves no directory behind."""
     try:
         with _stop_on_signals(trainer, on_signal or (lambda signum: None)):
-            return trainer.fit()
+            summary = trainer.fit()
+        if setup.lock is not None:  # rank 0, before it lets go of the run
+            stop = trainer.stop_signal
+            end = RunEnd(summary.stopped_by, summary.steps, signal.Signals(stop).name if stop else None)
+            with contextlib.suppress(OSError):  # without it, `charrnn runs` calls the run crashed: no worse
+                write_atomic(setup.run_dir / ENDED, json.dumps(end.to_dict()) + "\n")
+        return summary
     except BaseException:
         _remove_if_empty(setup.run_dir)
         raise
     finally:
+        if setup.board is not None:
+            setup.board.close()
+            setup.board = None
         if setup.lock is not None:
             os.close(setup.lock)  # the run is free to be resumed
             setup.lock = None
@@ -378,6 +569,9 @@ def describe(setup: Setup, trainer: Trainer) -> str:
     if world.enabled:
         scale = f"{world.world_size} workers x {scale} = global batch {world.world_size * cfg.batch_size}"
     params = sum(p.numel() for p in trainer.model.parameters())
-    return (f"corpus {text.path}: {len(text.tokens):,} characters, {len(text.vocab)} distinct; model {cfg.cell} "
+    files = f" ({len(text.files):,} files)" if text.files else ""
+    held_out = f"; validation file {setup.validation.path}" if setup.validation is not None else ""
+    return (f"corpus {text.path}{files}: {len(text.tokens):,} characters, {len(text.vocab)} distinct{held_out}; "
+            f"model {cfg.cell} "
             f"{cfg.num_layers}x{cfg.hidden_size}, {params:,} parameters on {trainer.device}; "
             f"{scale}, lr {cfg.lr:g}; run {setup.run_dir}")

@@ -19,7 +19,8 @@ from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError, Damaged
 
 FORMAT = "charrnn-checkpoint"
-META_VERSION = 2  # 2: best_val_loss null before any evaluation (1 wrote Infinity)
+META_VERSION = 3  # 3: corpora of several files, the validation file; 2: best_val_loss null before any evaluation
+# (1 wrote Infinity)
 RESUME_VERSION = 2  # 2: shared trainer state once, one WorkerState per worker (1: a full dict per rank)
 
 
@@ -51,7 +52,8 @@ def _settings(d: Any, cls: type, where: str) -> Any:
     if unknown:
         raise Damaged(f"{where} has unknown settings {', '.join(unknown)} (written by another charrnn version?)")
     for name, value in d.items():
-        want = {"int": int, "float": (int, float), "str": str, "float | None": (int, float, type(None))}[types[name]]
+        want = {"int": int, "float": (int, float), "str": str, "float | None": (int, float, type(None)),
+                "str | None": (str, type(None)), "tuple[int, ...]": list}[types[name]]
         if not isinstance(value, want) or isinstance(value, bool):
             raise Damaged(f"{where}: {name} should be {types[name]}, not {value!r}")
     try:
@@ -61,19 +63,40 @@ def _settings(d: Any, cls: type, where: str) -> Any:
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    """One file of a corpus of several files."""
+
+    path: str  # absolute
+    sha256: str
+
+
+@dataclass(frozen=True)
 class CorpusInfo:
-    """The training text: where it was, its SHA-256, its length, and how it was decoded."""
+    """A text a run used (its corpus, or its validation file): where it was, its SHA-256, its length, and how it
+    was decoded. A corpus of several files (version 3) also lists the folders and files it was named by
+    (``inputs``) and every file read, in order, with its SHA-256 (``files``); its ``sha256`` is then that of
+    the list (corpus.files_sha256) and ``path`` the first input. Both are empty for a single file."""
 
     path: str
     sha256: str
     chars: int
     encoding: str = "utf-8"
     errors: str = "strict"
+    inputs: tuple[str, ...] = ()
+    files: tuple[SourceFile, ...] = ()
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> CorpusInfo:
+    def from_dict(cls, d: Any, where: str, version: int = META_VERSION) -> CorpusInfo:
+        inputs: tuple[str, ...] = ()
+        files: tuple[SourceFile, ...] = ()
+        if version >= 3:
+            inputs = tuple(_get(d, "inputs", list, where))
+            files = tuple(SourceFile(_get(f, "path", str, f"{where} files"), _get(f, "sha256", str, f"{where} files"))
+                          for f in _get(d, "files", list, where))
+            if not all(isinstance(i, str) for i in inputs) or bool(inputs) != bool(files):
+                raise Damaged(f"{where}: 'inputs' and 'files' should both list paths, or both be empty")
         return cls(_get(d, "path", str, where), _get(d, "sha256", str, where), _get(d, "chars", int, where),
-                   _get(d, "encoding", str, where), _get(d, "errors", str, where))
+                   _get(d, "encoding", str, where), _get(d, "errors", str, where), inputs, files)
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,7 @@ class CheckpointMeta:
     elapsed: float
     files: dict[str, FileEntry] = field(default_factory=dict)
     charrnn_version: str = ""
+    validation: CorpusInfo | None = None  # the validation file (version 3); None: the end of the corpus
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -121,6 +145,13 @@ class CheckpointMeta:
         vocab = _get(d, "vocab", list, where)
         if not all(isinstance(c, str) for c in vocab):
             raise Damaged(f"{where}: the vocabulary holds something other than characters")
+        version = _get(d, "version", int, where)
+        validation = None
+        if version >= 3:  # null when the run validated on the end of its corpus, but always there
+            if "validation" not in d:
+                raise Damaged(f"{where}: 'validation' is missing")
+            if d["validation"] is not None:
+                validation = CorpusInfo.from_dict(d["validation"], f"{where} validation")
         files = {}
         for name, entry in _get(d, "files", dict, where).items():
             files[name] = FileEntry(_get(entry, "size", int, f"{where} files.{name}"),
@@ -130,11 +161,12 @@ class CheckpointMeta:
             vocab=vocab,
             model=_settings(d.get("model"), ModelConfig, f"{where} model"),
             config=_settings(d.get("config"), TrainConfig, f"{where} config"),
-            corpus=CorpusInfo.from_dict(d.get("corpus"), f"{where} corpus"),
+            corpus=CorpusInfo.from_dict(d.get("corpus"), f"{where} corpus", version),
             metrics=Scores.from_dict(d.get("metrics"), f"{where} metrics"),
             elapsed=_get(d, "elapsed", float, where),
             files=files,
             charrnn_version=_get(d, "charrnn_version", str, where, optional=True) or "",
+            validation=validation,
         )
         if meta.model.vocab_size != len(vocab):
             raise Damaged(f"{where}: the model has {meta.model.vocab_size} outputs but the vocabulary "
@@ -221,3 +253,76 @@ class ResumeState:
         if not workers:
             raise Damaged(f"{where} holds no worker state")
         return cls(trainer, workers)
+
+
+# The run's own logs, beside its checkpoints: one JSON object per line of metrics.jsonl and samples.jsonl, and
+# ended.json. Readers skip a line that does not fit (a crash can cut the last one short) and count it.
+
+@dataclass(frozen=True)
+class MetricLine:
+    """One line of metrics.jsonl: a window of training steps or an evaluation (train.Event writes it)."""
+
+    split: str  # "train" or "val"
+    step: int
+    loss: float
+    elapsed: float
+    lr: float | None = None
+    chars_per_s: float | None = None
+    progress: float | None = None
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> MetricLine:
+        split = _get(d, "split", str, where)
+        if split not in ("train", "val"):
+            raise Damaged(f"{where}: 'split' should be 'train' or 'val', not {split!r}")
+        step = _get(d, "step", int, where)
+        if step < 0:
+            raise Damaged(f"{where}: 'step' should be >= 0, not {step}")
+        return cls(split, step, _get(d, "loss", float, where), _get(d, "elapsed", float, where),
+                   _get(d, "lr", float, where, optional=True), _get(d, "chars_per_s", float, where, optional=True),
+                   _get(d, "progress", float, where, optional=True))
+
+
+@dataclass(frozen=True)
+class SampleLine:
+    """One line of samples.jsonl: what the model wrote at a step (samples.py)."""
+
+    step: int
+    elapsed: float
+    val_loss: float | None  # the validation loss of this step, when it was an evaluation step
+    seed: int
+    text: str  # the prefix and the continuation
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> SampleLine:
+        return cls(_get(d, "step", int, where), _get(d, "elapsed", float, where),
+                   _get(d, "val_loss", float, where, optional=True), _get(d, "seed", int, where),
+                   _get(d, "text", str, where))
+
+
+ENDED_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """ended.json: how a run's training ended, written when it ends cleanly (a crash leaves none) and removed
+    when it resumes."""
+
+    how: str  # "steps", "time" (finished) or "signal" (stopped)
+    step: int
+    signal: str | None = None  # SIGINT, SIGTERM, SIGHUP
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": ENDED_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> RunEnd:
+        if _get(d, "version", int, where) > ENDED_VERSION:
+            raise Damaged(f"{where} was written by a newer charrnn")
+        how = _get(d, "how", str, where)
+        if how not in ("steps", "time", "signal"):
+            raise Damaged(f"{where}: 'how' should be steps, time or signal, not {how!r}")
+        return cls(how, _get(d, "step", int, where), _get(d, "signal", str, where, optional=True))

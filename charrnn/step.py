@@ -34,7 +34,7 @@ CELL_STEP_MAX_STREAMS = 16  # beyond this, oneDNN's one-step layer beats separat
 
 def stepper(model: CharRNN, state: State, num_streams: int) -> Stepper | ForwardStepper:
     """The fastest exact one-character step for this model and batch (measured: bench/sampling.py)."""
-    cpu = model.head.weight.device.type == "cpu"
+    cpu = model.embed.weight.device.type == "cpu"
     if model.config.cell in FUSED_CELLS and cpu and num_streams < CELL_STEP_MAX_STREAMS:
         return Stepper(model, state)
     return ForwardStepper(model, state)
@@ -53,11 +53,18 @@ class Stepper:
                                                                                   "bias_ih", "bias_hh"))
                         for i in range(L)]
         self.embed = model.embed.weight.detach()
-        self.head_w, self.head_b = model.head.weight.detach(), model.head.bias.detach()
+        self.logits = model.logits
         if self.lstm:
             self.h = [(state[0][i], state[1][i]) for i in range(L)]  # each ((N, H), (N, H))
         else:
             self.h = [state[i] for i in range(L)]  # each (N, H)
+
+    @property
+    def state(self) -> State:
+        """The state after the steps so far, in the model's layout: (L, N, H), or (h, c) for an LSTM."""
+        if self.lstm:
+            return tuple(torch.stack(part) for part in zip(*self.h, strict=True))
+        return torch.stack(self.h)
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -66,4 +73,4 @@ class Stepper:
         for i, w in enumerate(self.weights):
             self.h[i] = self.cell(x, self.h[i], *w)
             x = self.h[i][0] if self.lstm else self.h[i]
-        return F.linear(x, self.head_w, self.head_b)
+        return self.logits(x)

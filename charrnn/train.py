@@ -1,8 +1,8 @@
 """The training loop: AdamW, warmup + cosine decay, clipping, the NaN guard, and the evaluation and save cadence.
 
 ``Trainer.train_step`` is one update, top to bottom; ``Trainer.fit`` runs steps until the end. Progress
-leaves through a typed callback and checkpoints through an injected ``save`` function (run.py's), so this
-module never prints and never touches the run directory.
+leaves through a typed callback, checkpoints through an injected ``save`` function (run.py's) and samples through
+an injected ``sample`` function (samples.py's), so this module never prints and never touches the run directory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -95,6 +94,9 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
 MAX_NONFINITE = 5  # consecutive non-finite steps before training stops
 
 Save = Callable[["Trainer", Score | None], None]  # called on every worker; run.py's RunWriter.save
+# called on every worker every sample_every steps, with the step's score if it was an evaluation step, before
+# the step's checkpoint is saved; samples.py's SampleWriter
+Sample = Callable[["Trainer", Score | None], None]
 
 
 class Trainer:
@@ -114,6 +116,7 @@ class Trainer:
         callback: Callable[[Event], None] | None = None,
         save: Save | None = None,
         world: World = SOLO,
+        sample: Sample | None = None,
     ) -> None:
         self.model = model.to(device)
         # under torchrun, DistributedDataParallel all-reduces the gradients (and starts every worker from rank 0's
@@ -131,6 +134,7 @@ class Trainer:
         self.eval_seconds = 0.0  # how long the last evaluation took: a timed run keeps that long for its last one
         self.callback = callback or (lambda event: None)
         self.save = save or (lambda trainer, score: None)
+        self.sample = sample or (lambda trainer, score: None)
         self.batches = make_batches(train_tokens, cfg.batching, cfg.batch_size, cfg.seq_len, cfg.seed,
                                     world.rank, world.world_size)
         self.optimizer = make_optimizer(model, cfg)
@@ -144,9 +148,10 @@ class Trainer:
         self.received_signal: int | None = None  # set by this process's signal handler (run.stop_on_signals)
         self.stop_signal: int | None = None  # the signal every worker agreed to stop for
         self.skip_eval = False  # set by a second stop signal: save without scoring
-        # replay forward/backward as a CUDA graph (graphs.py): fused cells on one GPU; CHARRNN_CUDA_GRAPHS=0 disables
+        # replay forward/backward as a CUDA graph (graphs.py): fused cells on one GPU, full softmax (the adaptive
+        # head's cluster sizes change from batch to batch); CHARRNN_CUDA_GRAPHS=0 disables
         self.use_graph = (device.type == "cuda" and not world.enabled and cfg.cell in FUSED_CELLS
-                          and os.environ.get("CHARRNN_CUDA_GRAPHS", "1") != "0")
+                          and not model.config.cutoffs and os.environ.get("CHARRNN_CUDA_GRAPHS", "1") != "0")
         self.graph: graphs.GraphedStep | None = None
         # after step and elapsed: LambdaLR calls the schedule (which reads progress) as it is made
         self.scheduler = LambdaLR(
@@ -196,8 +201,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None, cache_enabled=False):
-            logits, hidden = self.parallel(x, hidden)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            nll, hidden = self.parallel(x, hidden, targets=y)  # (B, T)
+        loss = nll.mean()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip or math.inf)
         return loss.detach(), grad_norm.detach(), detach_state(hidden)
@@ -233,8 +238,11 @@ class Trainer:
                 self.model.train()
                 window_start += time.perf_counter() - started - self.elapsed  # evaluation is not training
                 self.stop_signal = int(self._agree(self.received_signal or 0)) or None  # one came while evaluating?
-            elif self.stop_signal is not None:
-                score = self._score_for_stop()
+            else:
+                if self.step < cfg.steps or self.stop_signal is not None:  # the last step samples after its score
+                    window_start += self._sample(None)
+                if self.stop_signal is not None:
+                    score = self._score_for_stop()
             if self.stop_signal is not None:
                 return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, "signal")
         score = self._validate()
@@ -269,8 +277,19 @@ class Trainer:
             if score.loss < self.best_loss:
                 self.best_loss, self.best_step = score.loss, self.step
             self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
+        self._sample(score)
         self.save(self, score)
         return score
+
+    def _sample(self, score: Score | None) -> float:
+        """Write the run's sample if this step is due for one, before the step's checkpoint is saved (so that a
+        resumed run neither loses nor repeats it); returns the seconds it took."""
+        if not self.cfg.sample_every or self.step % self.cfg.sample_every:
+            return 0.0
+        started = time.perf_counter()
+        self.sample(self, score)
+        self.model.train()
+        return time.perf_counter() - started
 
     def _score_for_stop(self) -> Score | None:
         """Save the checkpoint of a stop signal with its score, so that it competes with the validated ones for

@@ -7,6 +7,7 @@ This module touches no files.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,21 +27,69 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def describe_chars(chars: Iterable[str], limit: int = 5) -> str:
-    """A short, unambiguous listing of characters for error messages: 'é' (U+00E9), ..."""
+def describe_chars(chars: Iterable[str], limit: int = 5, total: int | None = None) -> str:
+    """A short, unambiguous listing of characters for error messages: 'é' (U+00E9), ... (``total``: how many
+    there are in all, when ``chars`` holds only the first few)."""
     chars = list(chars)
     shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars[:limit])
-    more = len(chars) - limit
-    return shown + (f" and {more} more" if more > 0 else "")
+    more = (len(chars) if total is None else total) - min(limit, len(chars))
+    return shown + (f" and {more:,} more" if more > 0 else "")
 
 
-def unknown_error(what: str, count: int, chars: Iterable[str]) -> CharRNNError:
-    """The one error for text with characters outside a vocabulary: which distinct characters (``chars``, in
-    order of appearance), and how often they occur (``count``) when that is more."""
-    chars = list(chars)
-    times = f" ({count:,} times in all)" if count > len(chars) else ""
-    return CharRNNError(f"{what} has {len(chars)} character(s) the model has never seen{times}: "
-                        f"{describe_chars(chars)}; remove them, or train on text that contains them")
+EXAMPLES = 5  # unknown characters named in a message
+
+
+@dataclass(frozen=True)
+class Unseen:
+    """Characters of a text that a vocabulary lacks: how often they occur, how many distinct ones there are,
+    and the first few in order of appearance."""
+
+    count: int
+    distinct: int
+    examples: tuple[str, ...]
+
+    def describe(self) -> str:
+        times = f" ({self.count:,} times in all)" if self.count > self.distinct else ""
+        return f"{self.distinct:,} character(s) the model has never seen{times}: " \
+               f"{describe_chars(self.examples, total=self.distinct)}"
+
+
+class UnknownCharacters(CharRNNError):
+    """A text has characters outside the vocabulary; ``reworded`` gives the same error with other advice."""
+
+    def __init__(self, what: str, unseen: Unseen, advice: str = "remove them, or train on text that contains them",
+                 ) -> None:
+        super().__init__(f"{what} has {unseen.describe()}; {advice}")
+        self.what, self.unseen = what, unseen
+
+    def reworded(self, advice: str) -> UnknownCharacters:
+        return UnknownCharacters(self.what, self.unseen, advice)
+
+
+class Tally:
+    """Counts the characters outside a vocabulary as a text streams by, in memory that does not grow with the
+    text: a bitmap of the code points seen so far, and the first EXAMPLES in order of appearance."""
+
+    def __init__(self) -> None:
+        self.count, self.distinct, self.examples = 0, 0, []
+        self._seen: np.ndarray | None = None  # made at the first unknown character
+
+    def add(self, points: np.ndarray) -> None:
+        """Count ``points``: the unknown code points of the next piece of text, in order."""
+        if not len(points):
+            return
+        if self._seen is None:
+            self._seen = np.zeros(0x110000, dtype=bool)
+        self.count += len(points)
+        fresh = points[~self._seen[points]]
+        new, first = np.unique(fresh, return_index=True)
+        if len(self.examples) < EXAMPLES:
+            self.examples += [chr(p) for p in fresh[np.sort(first)][: EXAMPLES - len(self.examples)]]
+        self.distinct += len(new)
+        self._seen[new] = True
+
+    def result(self) -> Unseen | None:
+        return Unseen(self.count, self.distinct, tuple(self.examples)) if self.count else None
 
 
 class Vocab:
@@ -83,8 +132,9 @@ class Vocab:
         pos = np.minimum(pos, len(self._sorted) - 1)
         known = self._sorted[pos] == points
         if not known.all():
-            bad = points[~known]
-            raise unknown_error(what, bad.size, dict.fromkeys(chr(p) for p in bad))
+            tally = Tally()
+            tally.add(points[~known])
+            raise UnknownCharacters(what, tally.result())
         return self._order[pos].astype(token_dtype(len(self)))
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -4,10 +4,14 @@ command line in a subprocess (plain, stopped at a given step, or under torchrun)
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from charrnn import run
 from charrnn.config import TrainConfig
@@ -28,6 +32,18 @@ def synthetic_text(chars: int = 6000, seed: int = 0) -> str:
         out.append(word + sep)
         size += len(word) + len(sep)
     return "".join(out)[:chars]
+
+
+def wide_text(chars: int = 20000, distinct: int = 1200, seed: int = 0) -> str:
+    """Text over ``distinct`` CJK characters with Zipf-like frequencies (like Chinese: a few characters are most of
+    the text), in short lines; every character occurs at least once."""
+    gen = np.random.default_rng(seed)
+    ranks = np.minimum(gen.zipf(1.3, chars), distinct) - 1
+    ranks[:distinct] = np.arange(distinct)
+    body = [chr(0x4E00 + r) for r in gen.permutation(ranks)]
+    for i in range(0, chars, 24):
+        body[i] = "\n"
+    return "".join(body)
 
 
 TINY_SHAPE = ["--hidden-size", "24", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "16"]
@@ -69,10 +85,48 @@ main()
 """
 
 
-def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int = 1,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``charrnn ARGS`` in a subprocess (under torchrun with ``workers`` > 1), optionally stopping at a step.
-    With ``check``, any exit code but 0 or 130 (stopped) fails the test with the whole stderr."""
+def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int = 1, check: bool = True,
+            separate: bool = False) -> subprocess.CompletedProcess:
+    """Run ``charrnn ARGS`` in ``cwd``, optionally stopping (as a first Ctrl-C would) once training reaches step
+    ``stop_at``: in this process (CliRunner), or in a new process when ``separate`` or under torchrun with
+    ``workers`` > 1. With ``check``, any exit code but 0 or 130 (stopped) fails the test with the whole stderr."""
+    if not separate and workers == 1:
+        result = _in_process([str(a) for a in args], cwd, stop_at)
+    else:
+        result = _subprocess(args, cwd, stop_at, workers)
+    if check and result.returncode not in (0, 130):
+        raise AssertionError(f"exit {result.returncode}\n{result.stderr}")
+    return result
+
+
+def _in_process(args: list[str], cwd: Path, stop_at: int | None) -> subprocess.CompletedProcess:
+    """The command line in this process: no interpreter start-up and torch import per call (they cost seconds)."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    threads, before, step = torch.get_num_threads(), os.getcwd(), Trainer.train_step
+
+    def train_step(self: Trainer, batch: object) -> object:  # as STOP_AT_SCRIPT does in a subprocess
+        out = step(self, batch)
+        if self.step == stop_at:
+            self.received_signal = signal.SIGINT
+        return out
+
+    os.chdir(cwd)
+    Trainer.train_step = train_step
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        Trainer.train_step = step
+        os.chdir(before)
+        torch.set_num_threads(threads)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def _subprocess(args: tuple[object, ...], cwd: Path, stop_at: int | None, workers: int) -> subprocess.CompletedProcess:
     if stop_at is not None:
         script = cwd / "stop_at.py"
         script.write_text(STOP_AT_SCRIPT)
@@ -81,18 +135,83 @@ def charrnn(*args: object, cwd: Path, stop_at: int | None = None, workers: int =
         target = ["-m", "charrnn"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={workers}"] \
         if workers > 1 else [sys.executable]
-    result = subprocess.run([*launcher, *target, *map(str, args)], cwd=cwd, env=env(), capture_output=True,
-                            text=True, timeout=300)
-    if check and result.returncode not in (0, 130):
-        raise AssertionError(f"exit {result.returncode}\n{result.stderr}")
-    return result
+    return subprocess.run([*launcher, *target, *map(str, args)], cwd=cwd, env=env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def quick_checkpoint(root: Path, cell: str = "lstm", steps: int = 30, extra_chars: str = "T/✓日",
+                     cutoffs: tuple[int, ...] = ()) -> Path:
+    """A tiny model (2x16) given ``steps`` quick Adam steps on ``synthetic_text`` (enough to repeat words rather
+    than one character: well under a second), saved as a real checkpoint under ``root``/``cell``, the way
+    `charrnn train` leaves one, without a run. Its vocabulary also holds ``extra_chars``, never seen in training.
+    With ``cutoffs`` the model has the adaptive head, its characters ranked by frequency in the text."""
+    from charrnn import checkpoint
+    from charrnn.config import CELLS, ModelConfig
+    from charrnn.model import CharRNN, frequency_rank
+    from charrnn.schema import CheckpointMeta, CorpusInfo, Scores
+    from charrnn.vocab import Vocab
+
+    text = synthetic_text(3000)
+    vocab = Vocab.from_text(text + extra_chars)
+    data = torch.from_numpy(vocab.encode(text).astype("int64"))
+    torch.manual_seed(CELLS.index(cell))
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), cell=cell, embedding_size=8, hidden_size=16, num_layers=2,
+                                cutoffs=cutoffs))
+    if cutoffs:
+        model.head.rank.copy_(frequency_rank(torch.bincount(data, minlength=len(vocab))))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        starts = torch.randint(len(data) - 17, (8,))
+        batch = torch.stack([data[s : s + 17] for s in starts])  # (8, 17)
+        nll, _ = model(batch[:, :-1], targets=batch[:, 1:])
+        loss = nll.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    meta = CheckpointMeta(step=steps, vocab=vocab.chars, model=model.config, config=TrainConfig(cell=cell),
+                          corpus=CorpusInfo("/somewhere/corpus.txt", "0" * 64, len(text)),
+                          metrics=Scores(val_loss=loss.item()), elapsed=1.0)
+    return checkpoint.save(root / (cell + "-adaptive" * bool(cutoffs)), model, meta)
+
+
+# Tiny in-process runs (train, resume). Dropout makes training draw from the global random number generator, so
+# that anything else drawing from it changes the losses.
+RUN_FLAGS = dict(hidden_size=24, embedding_size=8, batch_size=4, seq_len=16, steps=20, eval_every=10, log_every=5,
+                 warmup_steps=5, device="cpu", dropout=0.1, keep=5)
+
+
+def train(root: Path, name: str, stop_at: int | None = None, **flags: object) -> Path:
+    """Train a tiny run in-process into root/name; ``stop_at`` stops it there as a first Ctrl-C would."""
+    setup = run.prepare(root / "corpus.txt", flags={**RUN_FLAGS, **flags}, out=root / name)
+    trainer = run.build_trainer(setup)
+    if stop_at is not None:
+        stop_when(trainer, stop_at)
+    run.fit(trainer, setup)
+    return root / name
+
+
+def resume(run_dir: Path) -> None:
+    """Resume a run in-process to its end."""
+    setup = run.prepare(run_dir, resume=True)
+    run.fit(run.build_trainer(setup), setup)
+
+
+def stop_when(trainer: Trainer, step: int) -> None:
+    """Make ``trainer`` stop after ``step`` as if a first SIGINT had come then."""
+    original = trainer.train_step
+
+    def train_step(batch):  # type: ignore[no-untyped-def]
+        out = original(batch)
+        if trainer.step == step:
+            trainer.received_signal = signal.SIGINT
+        return out
+
+    trainer.train_step = train_step  # type: ignore[method-assign]
 
 
 def random_checkpoint(run_dir: Path, chars: str, cell: str = "lstm", hidden_size: int = 32, num_layers: int = 2,
                       embedding_size: int = 8, seed: int = 0) -> Path:
     """A checkpoint of an untrained model (random weights) over the characters ``chars``: no training needed."""
-    import torch
-
     from charrnn import checkpoint
     from charrnn.model import CharRNN
     from charrnn.schema import CheckpointMeta, CorpusInfo, Scores

@@ -74,6 +74,15 @@ def test_a_request_gives_what_sample_generate_gives(net: CharRNN, how: Sampling)
     assert got == [VOCAB.decode(row) for row in tokens.T.tolist()]
 
 
+def test_the_adaptive_output_layer_gives_what_sample_generate_gives():
+    torch.manual_seed(1)
+    adaptive = CharRNN(ModelConfig(vocab_size=len(VOCAB), hidden_size=32, embedding_size=8, cutoffs=(4, 8))).eval()
+    got = alone(adaptive, job(seed=4, length=80, n=2))
+    tokens = torch.stack(list(generate(adaptive, torch.tensor([1, 2, 3]), 80, HOW, torch.Generator().manual_seed(4),
+                                       2)))
+    assert got == [VOCAB.decode(row) for row in tokens.T.tolist()]
+
+
 def test_noise_comes_in_bounded_blocks_that_do_not_change_the_text(net: CharRNN, monkeypatch: pytest.MonkeyPatch):
     drawn = []
     monkeypatch.setattr(batcher_module, "SLOT_NOISE", 40)  # 40 numbers: one step of 3 x 12 at a time

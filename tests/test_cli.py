@@ -157,7 +157,8 @@ def test_bad_corpora(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bad.write_bytes(b"good text\xc3\x28 more")
     assert_user_error(cli("train", bad), 2, f"{bad} is not valid utf-8: bad byte 0xc3 at byte offset 9")
     assert_user_error(cli("train", tmp_path / "missing.txt"), 2, "does not exist")
-    assert_user_error(cli("train", tmp_path), 2, "is a directory")
+    assert_user_error(cli("train", tmp_path), 2, f"{tmp_path} holds no text files (skipped 1 entry that is not "
+                      "utf-8 text): give a folder with utf-8 text files in it")  # a folder is a corpus (sources.py)
     short = tmp_path / "short.txt"
     short.write_text("ab")
     assert_user_error(cli("train", short), 2, "too short to split")

@@ -22,10 +22,11 @@ def test_precedence_defaults_file_flags(tmp_path: Path):
     assert cfg.steps == TrainConfig().steps  # None means "not given"
 
 
-def test_toml_round_trip(tmp_path: Path):
-    cfg = TrainConfig(hidden_size=7, max_time=12.5, cell="rnn")
+@pytest.mark.parametrize("prefix", ["", "The 😀 river\n\t\"quoted\" \\ é\x7f\x01"])
+def test_toml_round_trip(tmp_path: Path, prefix: str):
+    cfg = TrainConfig(hidden_size=7, max_time=12.5, cell="rnn", sample_prefix=prefix)
     path = tmp_path / "c.toml"
-    path.write_text(to_toml(cfg.to_dict()))
+    path.write_text(to_toml(cfg.to_dict()), encoding="utf-8")
     assert resolve(path, {}) == cfg
 
 

@@ -12,9 +12,10 @@ from charrnn.serve.lanes import ALIGN, LaneStep, lanes_for
 CELLS = ["lstm", "gru", "rnn", "mingru", "minlstm"]
 
 
-def model(cell: str, hidden_size: int) -> CharRNN:
+def model(cell: str, hidden_size: int, cutoffs: tuple[int, ...] = ()) -> CharRNN:
     torch.manual_seed(0)
-    return CharRNN(ModelConfig(vocab_size=11, cell=cell, hidden_size=hidden_size, embedding_size=16)).eval()
+    return CharRNN(ModelConfig(vocab_size=11, cell=cell, hidden_size=hidden_size, embedding_size=16,
+                               cutoffs=cutoffs)).eval()
 
 
 def row_logits(net: CharRNN, rows: int, at: int, one_call: bool, steps: int = 4) -> torch.Tensor:
@@ -48,6 +49,15 @@ def test_a_rows_result_is_the_same_whatever_the_other_rows(cell: str, hidden_siz
         assert torch.equal(row_logits(net, rows, at, one_call), alone), (rows, at)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "mingru"])
+@pytest.mark.parametrize("one_call", [False, True], ids=["groups", "one call"])
+def test_the_adaptive_output_layer_too(cell: str, one_call: bool):
+    net = model(cell, 64, cutoffs=(4, 8))
+    alone = row_logits(net, 1, 0, one_call)
+    for rows, at in [(3, 0), (9, 4), (40, 39)]:
+        assert torch.equal(row_logits(net, rows, at, one_call), alone), (rows, at)
+
+
 def test_the_probe_refuses_products_whose_rows_depend_on_the_batch(monkeypatch: pytest.MonkeyPatch):
     net = model("lstm", 24)
     weight = torch.randn(8, 16)
@@ -64,9 +74,9 @@ def test_lanes_fill_whole_simd_steps():
         assert lanes >= 4 and lanes * hidden % ALIGN == 0
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_the_step_is_the_models_forward_pass(cell: str):
-    net = model(cell, 24)
+@pytest.mark.parametrize("cell, cutoffs", [(cell, ()) for cell in CELLS] + [("gru", (4,))])
+def test_the_step_is_the_models_forward_pass(cell: str, cutoffs: tuple[int, ...]):
+    net = model(cell, 24, cutoffs)
     text = torch.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9])
     with torch.no_grad():
         full, _ = net(text[None])  # (1, T, V)

@@ -1,8 +1,9 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from charrnn.config import ModelConfig
-from charrnn.model import CharRNN, detach_state, num_parameters, widen_vocab
+from charrnn.model import CharRNN, choose_cutoffs, detach_state, frequency_rank, num_parameters, widen_vocab
 
 
 def naive_rnn(model: CharRNN, idx: torch.Tensor) -> torch.Tensor:
@@ -107,3 +108,59 @@ def test_widening_keeps_the_weights_dtype():
     model = CharRNN(ModelConfig(vocab_size=5, embedding_size=3, hidden_size=4, num_layers=1))
     weights = widen_vocab({k: v.bfloat16() for k, v in model.state_dict().items()}, 6)
     assert {v.dtype for v in weights.values()} == {torch.bfloat16}
+
+
+def adaptive_model(vocab: int = 300, hidden: int = 16, seed: int = 0) -> CharRNN:
+    torch.manual_seed(seed)
+    counts = (torch.randint(1, 1000, (vocab,)) ** 2).long()
+    model = CharRNN(ModelConfig(vocab_size=vocab, embedding_size=8, hidden_size=hidden, num_layers=1,
+                                cutoffs=(32, 128)))
+    model.head.rank.copy_(frequency_rank(counts))
+    return model
+
+
+def test_the_adaptive_head_is_an_exact_distribution_and_its_loss_is_its_cross_entropy():
+    model = adaptive_model()
+    idx, targets = torch.randint(300, (3, 9)), torch.randint(300, (3, 9))
+    targets[0, :2] = -1  # not counted
+    logp, _ = model(idx)  # (B, T, V) log-probabilities
+    torch.testing.assert_close(logp.logsumexp(-1), torch.zeros(3, 9), atol=1e-5, rtol=0)
+    nll, _ = model(idx, targets=targets)
+    expected = F.cross_entropy(logp.flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="none")
+    torch.testing.assert_close(nll, expected.view(3, 9))
+    assert (nll[0, :2] == 0).all()
+    ranked = logp[0, 0].index_select(0, torch.sort(model.head.rank).indices)  # in rank order
+    assert ranked.shape == (300,) and model.head.bounds == (32, 128, 300)
+
+
+def test_the_adaptive_head_gives_every_parameter_a_gradient_even_with_an_empty_cluster():
+    """A batch without rare characters must still give the rare clusters' weights a (zero) gradient: distributed
+    training reduces every gradient and would wait forever for a missing one."""
+    model = adaptive_model()
+    frequent = torch.sort(model.head.rank).indices[:32]  # the shortlist's characters only
+    nll, _ = model(torch.randint(300, (2, 5)), targets=frequent[torch.randint(32, (2, 5))])
+    nll.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert model.head.tail[1][1].weight.grad.abs().sum() == 0
+
+
+def test_cutoffs_fit_the_frequencies_and_small_vocabularies_keep_the_full_softmax():
+    zipf = torch.tensor([int(1e6 / r) for r in range(1, 6001)])
+    cuts = choose_cutoffs(zipf, 256)
+    assert len(cuts) >= 1 and cuts[0] < 6000 and list(cuts) == sorted(cuts)
+    assert choose_cutoffs(torch.ones(20, dtype=torch.long), 256) == ()  # too few characters for clusters
+    assert frequency_rank(torch.tensor([5, 9, 5, 1])).tolist() == [1, 0, 2, 3]  # ties keep id order
+
+
+def test_widening_the_adaptive_head_keeps_the_old_probabilities_nearly_and_ranks_new_characters_last():
+    model = adaptive_model().eval()
+    weights = widen_vocab(model.state_dict(), 303)
+    wide = CharRNN(ModelConfig(vocab_size=303, embedding_size=8, hidden_size=16, num_layers=1, cutoffs=(32, 128)))
+    wide.load_state_dict(weights)
+    wide.eval()
+    assert wide.head.rank[300:].tolist() == [300, 301, 302]
+    idx = torch.randint(300, (2, 6))
+    old, new = model(idx)[0], wide(idx)[0]
+    short = torch.sort(model.head.rank).indices[:32]
+    torch.testing.assert_close(new[..., short], old[..., short])  # the shortlist does not change at all
+    assert new.logsumexp(-1).abs().max() < 1e-5

@@ -7,10 +7,13 @@ from charrnn.step import ForwardStepper, Stepper, stepper
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("layers", [1, 3])
-def test_fast_step_equals_the_full_forward_pass(cell: str, layers: int):
+@pytest.mark.parametrize(("layers", "cutoffs"), [(1, ()), (3, ()), (2, (4, 7))])
+def test_fast_step_equals_the_full_forward_pass(cell: str, layers: int, cutoffs: tuple[int, ...]):
     torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, embedding_size=5, hidden_size=8, num_layers=layers))
+    model = CharRNN(ModelConfig(vocab_size=11, cell=cell, embedding_size=5, hidden_size=8, num_layers=layers,
+                                cutoffs=cutoffs))
+    if cutoffs:  # the adaptive head, with a shuffled frequency order
+        model.head.rank.copy_(torch.randperm(11))
     model.eval()
     idx = torch.randint(11, (3, 12))  # 3 streams
     with torch.no_grad():

@@ -120,3 +120,5 @@ def test_generate_stop_flag(ckpt: Path):
     assert bad.exit_code == 2 and "Error: a --stop string must be non-empty text, not ''" in bad.stderr
     bad = runner.invoke(app, ["generate", "--checkpoint", str(ckpt), *["--stop", "x"] * 17])
     assert bad.exit_code == 2 and "Error: at most 16 --stop strings can be given, not 17" in bad.stderr
+    bad = runner.invoke(app, ["generate", "--checkpoint", str(ckpt), "--interactive", "--stop", "x"])
+    assert bad.exit_code == 2 and "Error: --stop does not work with --interactive yet: leave it out" in bad.stderr

@@ -72,9 +72,9 @@ def test_sequential_state_is_carried_and_reset(corpus, tiny):
     captured = {}
     original = trainer.model.forward
 
-    def spy(idx, state=None):
+    def spy(idx, state=None, targets=None):
         captured["state"] = state
-        return original(idx, state)
+        return original(idx, state, targets)
 
     trainer.model.forward = spy
     trainer.train_step(next(trainer.batches))
@@ -94,7 +94,7 @@ def test_non_finite_steps_are_skipped_then_stop(corpus, tiny, monkeypatch):
     trainer = make_trainer(corpus, tiny, save=lambda t, s: saves.append(t.step))
     before = [p.detach().clone() for p in trainer.model.parameters()]
     real = torch.nn.functional.cross_entropy
-    monkeypatch.setattr("charrnn.train.F.cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    monkeypatch.setattr("charrnn.model.F.cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(CharRNNError, match="not finite for 5 steps in a row") as info:
         trainer.fit()
     assert info.value.exit_code == 4
@@ -110,7 +110,7 @@ def test_one_bad_step_is_skipped_and_training_goes_on(corpus, tiny, monkeypatch)
         calls.append(1)
         return real(*a, **k) * (float("inf") if len(calls) == 3 else 1.0)
 
-    monkeypatch.setattr("charrnn.train.F.cross_entropy", flaky)
+    monkeypatch.setattr("charrnn.model.F.cross_entropy", flaky)
     summary = trainer.fit()
     assert summary.steps == tiny.steps and np.isfinite(summary.final.loss)
 
@@ -121,7 +121,7 @@ def test_a_continuing_batch_starts_from_the_carried_state(corpus, tiny):
     carried = [h.clone() for h in trainer.hidden]
     seen = []
     original = trainer.model.forward
-    trainer.model.forward = lambda idx, state=None: (seen.append(state), original(idx, state))[1]
+    trainer.model.forward = lambda idx, state=None, targets=None: (seen.append(state), original(idx, state, targets))[1]
     batch = next(trainer.batches)
     assert not batch.reset
     trainer.train_step(batch)

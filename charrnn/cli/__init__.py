@@ -23,7 +23,16 @@ from typing import Annotated
 import typer
 
 from charrnn import __version__
-from charrnn.cli import evaluate, generate, serve, train  # noqa: F401 - each module registers its command on app
+from charrnn.cli import (  # noqa: F401 - each module registers its command on app
+    evaluate,
+    export,
+    generate,
+    plot,
+    runs,
+    score,
+    serve,
+    train,
+)
 from charrnn.cli.common import app
 
 

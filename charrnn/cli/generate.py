@@ -5,15 +5,18 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import torch
 import typer
 
 from charrnn import config, devices
+from charrnn.cli import interactive as prompt_loop
 from charrnn.cli.common import CheckpointOption, DeviceOption, app, load, stdout, user_errors
+from charrnn.cli.copying import CopyChecker
 from charrnn.errors import CharRNNError
 from charrnn.sample import Sampling, generate, generate_chunks
+from charrnn.session import Session
 from charrnn.stop import StopMatcher, check_stops, cut_at_stop, unescape
 
 FLUSH_EVERY = 0.05  # seconds between flushes of streamed text
@@ -37,11 +40,18 @@ def generate_cmd(
         "\\n, \\t and \\\\ stand for a newline, a tab and a backslash.")] = None,
     prefix_file: Annotated[Path | None, typer.Option(help="Read the prefix from this UTF-8 file (- for standard "
                                                      "input) instead of --prefix.", show_default=False)] = None,
+    check_copy: Annotated[bool, typer.Option("--check-copy", help="Say on stderr, for each sample, how much of it "
+                                             "also occurs in the run's training split.")] = False,
+    copy_report: Annotated[Path | None, typer.Option(help="Write what --check-copy finds to this file as JSON "
+                                                     "lines (implies --check-copy).", show_default=False)] = None,
     checkpoint_path: CheckpointOption = None,
     device: DeviceOption = "auto",
     threads: Annotated[int | None, typer.Option(
         help="CPU threads torch may use. [default: 1 for one sample (as fast as more: each step is small), "
              "else one per core]", show_default=False)] = None,
+    interactive: Annotated[bool, typer.Option("--interactive", help="A prompt loop: each line typed is continued "
+                                              "(--length characters), keeping the text so far; /help in it lists "
+                                              "its commands. Ctrl-D leaves.")] = False,
 ) -> None:
     """Continue PREFIX with a trained model; only the text goes to stdout."""
     how = Sampling(temperature, top_k, top_p, greedy)
@@ -52,13 +62,20 @@ def generate_cmd(
     if seed is not None:
         config.check_seed(seed, "--seed")
     stops = check_stops([unescape(s) for s in stop or []], "--stop")
+    if interactive:
+        prompt_loop.check_options(prefix, prefix_file, num_samples)
+        if stops:
+            raise CharRNNError("--stop does not work with --interactive yet: leave it out")
     if prefix_file is not None:
         if prefix:
             raise CharRNNError("give the prefix with --prefix or with --prefix-file, not both")
         prefix = _read_prefix(prefix_file)
     devices.set_threads(1 if threads is None and num_samples == 1 else threads)
     ckpt, model, dev = load(checkpoint_path, device)
+    copies = CopyChecker(ckpt, copy_report) if check_copy or copy_report is not None else None
     vocab = ckpt.vocab
+    if interactive:
+        return prompt_loop.loop(Session(model, vocab, how, length, seed), stdout())
     start = prefix or ("\n" if "\n" in vocab else vocab.chars[0])
     ids = torch.from_numpy(vocab.encode(start, "the prefix").astype("int64"))
     seed = seed if seed is not None else time.time_ns() % 2**63
@@ -66,23 +83,38 @@ def generate_cmd(
     if num_samples == 1:
         out.write(prefix)
         last_flush, matcher = time.monotonic(), StopMatcher(stops)
+        text: list[str] | None = [] if copies else None  # kept only to be checked
         for token in generate(model, ids, length, how, torch.Generator(dev).manual_seed(seed)):
             shown, stopped = matcher.feed(vocab.chars[int(token)])
             out.write(shown)
+            if text is not None:
+                text.append(shown)
             if stopped:
                 break
             if time.monotonic() - last_flush > FLUSH_EVERY:
                 out.flush()
                 last_flush = time.monotonic()
-        out.write(matcher.flush() + "\n")
+        held = matcher.flush()
+        out.write(held + "\n")
+        _check(copies, out, "".join(text or ()) + held)
     else:
         separator = ""
         for chunk in generate_chunks(model, ids, length, how, seed, num_samples):  # (n, length): bounded memory
             for row in chunk.tolist():
-                text, _ = cut_at_stop(vocab.decode(row), stops)
-                out.write(f"{separator}{prefix}{text}\n")
+                sample, _ = cut_at_stop(vocab.decode(row), stops)
+                out.write(f"{separator}{prefix}{sample}\n")
                 separator = "\n"  # samples are separated by a blank line
+                _check(copies, out, sample)
     out.flush()
+    if copies:
+        copies.finish()
+
+
+def _check(copies: CopyChecker | None, out: TextIO, generated: str) -> None:
+    """--check-copy: a line on stderr after the sample (the prefix is the user's, not checked)."""
+    if copies:
+        out.flush()
+        copies.add(generated)
 
 
 def _read_prefix(path: Path) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from charrnn import config, devices, dist, run
+from charrnn import board, config, devices, dist, run
 from charrnn.cli.common import EncodingOption, ErrorsOption, ThreadsOption, app, check_errors_policy, user_errors
 from charrnn.cli.views import ProgressView, reading_view, say, warn
 from charrnn.train import Event
@@ -25,8 +25,9 @@ def _setting(help: str, default: Any) -> Any:
 @app.command()
 @user_errors
 def train(
-    corpus: Annotated[Path | None, typer.Argument(
-        help="UTF-8 text file to learn from (with --resume: the run directory, default the latest run).",
+    corpus: Annotated[list[Path] | None, typer.Argument(
+        help="Text to learn from: a UTF-8 file, several files, or a folder (every text file under it, in sorted "
+             "order). With --resume: the run directory, default the latest run.", metavar="CORPUS",
         show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run exactly.")] = False,
     init_from: Annotated[Path | None, typer.Option(help="Start from this run's or checkpoint's weights "
@@ -43,12 +44,17 @@ def train(
                                                    DEFAULTS.embedding_size)] = None,
     dropout: Annotated[float | None, _setting("Dropout between layers and before the output, in [0, 1).",
                                               DEFAULTS.dropout)] = None,
+    softmax: Annotated[str | None, _setting(f"Output layer: full, adaptive (exact, cheaper for rare characters) or "
+                                            f"auto (adaptive from {config.ADAPTIVE_VOCAB:,} distinct characters).",
+                                            DEFAULTS.softmax)] = None,
     batch_size: Annotated[int | None, _setting("Sequences per batch.", DEFAULTS.batch_size)] = None,
     seq_len: Annotated[int | None, _setting("Characters per sequence (backprop length).", DEFAULTS.seq_len)] = None,
     batching: Annotated[str | None, _setting("sequential (state carried across batches) or random.",
                                              DEFAULTS.batching)] = None,
     val_fraction: Annotated[float | None, _setting("Fraction at the end of the corpus held out for validation.",
                                                    DEFAULTS.val_fraction)] = None,
+    val_file: Annotated[str | None, typer.Option(help="Validate on this file instead (the whole corpus then trains).",
+                                                 show_default=False)] = None,
     lr: Annotated[float | None, _setting("Peak learning rate (AdamW).", DEFAULTS.lr)] = None,
     weight_decay: Annotated[float | None, _setting("AdamW weight decay on weight matrices.",
                                                    DEFAULTS.weight_decay)] = None,
@@ -66,6 +72,11 @@ def train(
                                                "(0 = all of it).", DEFAULTS.eval_chars)] = None,
     log_every: Annotated[int | None, _setting("Log the training loss every N steps.", DEFAULTS.log_every)] = None,
     keep: Annotated[int | None, _setting("Keep this many newest checkpoints (plus the best).", DEFAULTS.keep)] = None,
+    sample_every: Annotated[int | None, _setting("Write a sample to samples.jsonl every N steps (0 = never).",
+                                                 DEFAULTS.sample_every)] = None,
+    sample_prefix: Annotated[str | None, _setting("Text the samples continue.", "a newline")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard/ for TensorBoard "
+                                              "(needs the tensorboard package).")] = False,
     seed: Annotated[int | None, _setting("Random seed (same seed, same run).", DEFAULTS.seed)] = None,
     device: Annotated[str | None, _setting("auto (CUDA, then MPS, then CPU), cpu, cuda or mps.",
                                            DEFAULTS.device)] = None,
@@ -79,6 +90,8 @@ def train(
     flags = {k: v for k, v in locals().items() if k in config.TrainConfig.__dataclass_fields__}
     check_errors_policy(errors)
     devices.set_threads(threads)  # checked before anything is written
+    if tensorboard:
+        board.require()
     world = dist.from_env()
     dist.start(world)
 
@@ -89,12 +102,12 @@ def train(
                                progress=reading.update)
 
     try:
-        _train(world, dist.rank0_first(world, prepare), threads)  # rank 0 fills the corpus cache first
+        _train(world, dist.rank0_first(world, prepare), threads, tensorboard)  # rank 0 fills the corpus cache first
     finally:
         dist.stop(world)
 
 
-def _train(world: dist.World, setup: run.Setup, threads: int | None) -> None:
+def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard: bool) -> None:
     """Train a prepared run; only rank 0 draws progress and speaks."""
     main = world.is_main
     view = ProgressView(setup.cfg.steps, setup.cfg.max_time) if main else contextlib.nullcontext()
@@ -107,7 +120,8 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None) -> None:
                   f"another process may be competing for the CPU; give each fewer threads with --threads "
                   f"(this one uses {threads_used})"])
 
-    trainer = run.build_trainer(setup, world, on_event=on_event if main else None)
+    trainer = run.build_trainer(setup, world, on_event=on_event if main else None,
+                                on_sample=view.on_sample if main else None, tensorboard=tensorboard)
     threads_used = devices.set_threads(threads)  # again: build_trainer shares the cores among torchrun's workers
     if main:
         trainer.eval_progress = view.on_evaluate

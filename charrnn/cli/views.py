@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+import json
+from collections.abc import Iterable
+
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -14,7 +17,9 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
+from charrnn.schema import SampleLine
 from charrnn.train import Event
 
 err = Console(stderr=True, highlight=False)
@@ -68,9 +73,23 @@ def scoring_view() -> BarView:
                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} chars"), TimeRemainingColumn(), transient=True)
 
 
+class _BarAndSample(Progress):
+    """A progress bar with the latest sample under it."""
+
+    sample: RenderableType | None = None
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.sample is not None:
+            yield self.sample
+
+
 class ProgressView:
     """Draws training progress on stderr: a live bar on a terminal, plain lines otherwise. The bar says where the
-    run is (step of steps, or seconds of --max-time) and what it is doing: starting, training or evaluating."""
+    run is (step of steps, or seconds of --max-time) and what it is doing: starting, training or evaluating; the
+    latest sample (--sample-every) shows under it."""
+
+    SAMPLE_LINES = 6  # of the latest sample, under the bar
 
     PLAIN_EVERY = 5.0  # seconds between plain lines for train windows
     STARTING = "starting: the first steps"
@@ -80,7 +99,7 @@ class ProgressView:
         self.last_plain = 0.0
         self.steps, self.max_time = steps, max_time
         self.loss, self.val, self.speed = "", "val -", ""
-        self.progress = Progress(
+        self.progress = _BarAndSample(
             SpinnerColumn(),
             TextColumn("{task.fields[where]}"),
             BarColumn(bar_width=24),
@@ -97,6 +116,20 @@ class ProgressView:
         if self.max_time is None:
             return f"step {step}/{self.steps}"
         return f"step {step}, {elapsed:.0f}s/{self.max_time:g}s"
+
+    def on_sample(self, s: SampleLine) -> None:
+        """A sample written at step ``s.step``: under the bar on a terminal, one line (JSON-quoted) otherwise."""
+        if not self.live:
+            err.print(f"sample at step {s.step}: {json.dumps(s.text, ensure_ascii=False)}", markup=False,
+                      highlight=False, soft_wrap=True)
+            return
+        width = max(20, err.width - 2)
+        shown = "".join(c if c == "\n" or c.isprintable() else "·" for c in s.text)  # no control codes
+        lines = [line[:width] for line in shown.split("\n")][-self.SAMPLE_LINES:]
+        text = Text(f"sample at step {s.step}:\n", style="dim")
+        text.append("\n".join("  " + line for line in lines))
+        self.progress.sample = text
+        self.progress.refresh()
 
     def on_evaluate(self, done: int, total: int) -> None:
         """An evaluation in progress (done of total characters)."""

@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 from charrnn.model import CharRNN
 from charrnn.serve.batcher import Batcher, Busy, Slot
 from charrnn.serve.protocol import Limits, RequestError, parse_generate, parse_json, parse_score
-from charrnn.serve.scoring import surprisal
+from charrnn.serve.scoring import score_text
 from charrnn.vocab import Vocab
 
 # The page may run its own inline script and talk to this server, and nothing else.
@@ -222,12 +222,12 @@ class Server:
     async def score(self, request: Request) -> Response:
         try:
             text, tokens, top = parse_score(await self.read_body(request), self.vocab, self.limits)
-            future = self.batcher.call(lambda: surprisal(self.model, self.vocab, tokens, top))
+            future = self.batcher.call(lambda: score_text(self.model, self.vocab, text, tokens, top))
         except RequestError as e:
             return error(str(e), e.status)
         except Busy as e:
             return error(str(e), 503)
-        return JSONResponse((await asyncio.wrap_future(future)).to_dict(text))
+        return JSONResponse(await asyncio.wrap_future(future))
 
     def stop(self) -> None:
         """Shutting down: end every stream now (each sample finishes with "shutdown"), refuse new requests."""

@@ -111,7 +111,7 @@ class Batcher:
     def __init__(self, model: CharRNN, vocab: Vocab, *, max_streams: int = 256, max_running: int | None = None,
                  lanes: int | None = None, notify: Notify | None = None) -> None:
         self.model, self.vocab = model.eval(), vocab
-        self.device = model.head.weight.device
+        self.device = model.embed.weight.device
         self.max_streams, self.max_running = max_streams, max_running
         self.notify = notify
         self.lanes = LaneStep(model, lanes)

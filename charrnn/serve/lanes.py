@@ -16,8 +16,9 @@ difference can turn a near-tie into another character, so a request's text would
   the top of a product of ``lanes`` rows. If so all rows run in one call (PROBED_ROWS at a time); if not (another
   BLAS, a GPU) they run one group of ``lanes`` rows per call, every call of the same shape.
 
-The step is the model's own: the fused one-step ATen cells for rnn/gru/lstm (as step.py), the model's forward pass
-for the min* cells. A row may hold no stream (a free lane): it is computed and its result ignored.
+The step is the model's own, on a copy of it: the fused one-step ATen cells for rnn/gru/lstm (as step.py), the
+model's forward pass for the min* cells, then its output layer (linear, or the adaptive head's log-probabilities).
+A row may hold no stream (a free lane): it is computed and its result ignored.
 Shapes: R rows, L layers, H hidden, V vocabulary.
 """
 
@@ -43,7 +44,7 @@ PROBED_ROWS = 256  # one product takes at most this many rows (more run as sever
 def lanes_for(model: CharRNN) -> int:
     """Rows per group for this model on its device: at least the device's default, and enough that a group's
     hidden numbers fill whole SIMD steps."""
-    cpu = model.head.weight.device.type == "cpu"
+    cpu = model.embed.weight.device.type == "cpu"
     return max(CPU_LANES if cpu else ACCELERATOR_LANES, ALIGN // math.gcd(model.config.hidden_size, ALIGN))
 
 
@@ -51,21 +52,20 @@ class LaneStep:
     """Holds the recurrent state of R rows and advances them all by one character: ``step(tokens) -> logits``."""
 
     def __init__(self, model: CharRNN, lanes: int | None = None) -> None:
-        self.model = model.eval()
         self.lanes = lanes or lanes_for(model)
+        # a copy of the model whose linear layers (output layer included) store their weights transposed
+        self.model = copy.deepcopy(model).eval()
+        for layer in self.model.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.data = _transposed(layer.weight.data)
         cfg = model.config
-        self.device = model.head.weight.device
+        self.device = model.embed.weight.device
         self.rows = 0
         empty = torch.zeros(cfg.num_layers, 0, cfg.hidden_size, device=self.device)
         self.state: State = (empty, empty.clone()) if cfg.cell == "lstm" else empty  # (L, R, H), or (h, c)
         self.cells = cfg.cell in FUSED_CELLS
         if self.cells:
             self._gather_weights()
-        else:  # the min* cells step with a copy of the model whose linear layers store their weights transposed
-            self.model = copy.deepcopy(model)
-            for layer in self.model.modules():
-                if isinstance(layer, torch.nn.Linear):
-                    layer.weight.data = _transposed(layer.weight.data)
         self.span = max(self.lanes, PROBED_ROWS // self.lanes * self.lanes)  # rows per call in one-call mode
         self.one_call = self.device.type == "cpu" and self.probe(self.span)
 
@@ -78,15 +78,17 @@ class LaneStep:
         self.weights = [tuple(_transposed(getattr(rnn, f"{n}_l{i}").detach()) for n in names)
                         for i in range(cfg.num_layers)]
         self.embed = self.model.embed.weight.detach()
-        self.head = (_transposed(self.model.head.weight.detach()), self.model.head.bias.detach())
 
     def _products(self) -> list[tuple[int, Callable[[torch.Tensor], torch.Tensor]]]:
-        """Every matrix product the step makes: (input width K, x (r, K) -> result)."""
+        """Every matrix product the step makes: (input width K, x (r, K) -> result). Linear layers are checked on
+        (r, K) and on (r, 1, K) inputs, the shapes the output layer and the min* cells' layers see."""
+        linears = [m for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+        products = [(m.in_features, m) for m in linears]
+        products += [(m.in_features, lambda x, m=m: m(x.unsqueeze(1)).squeeze(1)) for m in linears]
         if self.cells:
-            pairs = [(w[0], w[2]) for w in self.weights] + [(w[1], w[3]) for w in self.weights] + [self.head]
-            return [(w.shape[1], lambda x, w=w, b=b: F.linear(x, w, b)) for w, b in pairs]
-        return [(m.in_features, lambda x, m=m: m(x.unsqueeze(1)).squeeze(1))  # (r, 1, K): one step of the min* cells
-                for m in self.model.modules() if isinstance(m, torch.nn.Linear)]
+            pairs = [(w[0], w[2]) for w in self.weights] + [(w[1], w[3]) for w in self.weights]
+            products += [(w.shape[1], lambda x, w=w, b=b: F.linear(x, w, b)) for w, b in pairs]
+        return products
 
     @torch.inference_mode()
     def probe(self, max_rows: int) -> bool:
@@ -156,7 +158,7 @@ class LaneStep:
             else:
                 x = self.cell(x, self.state[i, rows], *w)
                 self.state[i, rows] = x
-        return F.linear(x, *self.head)  # (r, V)
+        return self.model.logits(x)  # (r, V)
 
 
 def _transposed(w: torch.Tensor) -> torch.Tensor:

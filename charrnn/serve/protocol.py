@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import PurePath
 from typing import Any
 
+import numpy as np
 import torch
 
 from charrnn import __version__
@@ -136,7 +137,7 @@ def parse_generate(body: dict[str, Any], vocab: Vocab, limits: Limits) -> tuple[
     return Job(_encode(vocab, start, "the prefix"), length, how, seed, num_samples, stops), f["stream"]
 
 
-def parse_score(body: dict[str, Any], vocab: Vocab, limits: Limits) -> tuple[str, torch.Tensor, int]:
+def parse_score(body: dict[str, Any], vocab: Vocab, limits: Limits) -> tuple[str, np.ndarray, int]:
     """A /v1/score body: the text, its tokens, and how many top guesses to give per character."""
     f = _fields(body, SCORE_FIELDS)
     text, top = f["text"], _whole(f["top"], "top")
@@ -149,7 +150,10 @@ def parse_score(body: dict[str, Any], vocab: Vocab, limits: Limits) -> tuple[str
                            f"{limits.max_score_chars}")
     if not 0 <= top <= MAX_TOP:
         raise RequestError(f"top must be from 0 to {MAX_TOP}, not {top}")
-    return text, _encode(vocab, text, "the text"), top
+    try:
+        return text, vocab.encode(text, "the text"), top
+    except CharRNNError as e:
+        raise RequestError(str(e)) from None
 
 
 def describe(ckpt: Checkpoint, model: CharRNN, limits: Limits) -> dict[str, Any]:

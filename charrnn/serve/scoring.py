@@ -1,57 +1,34 @@
-"""Where in a text the model is surprised: the surprisal of every character (-log2 of the probability the model
-gave it, in bits) and the model's top guesses for it, with the state carried through the text in one pass.
-Memory is bounded: the text runs CHUNK characters at a time.
+"""The /v1/score answer: where in a text the model is surprised, per character, as JSON. The numbers are
+``charrnn.surprisal``'s (those of `charrnn eval --show` and `--html`): the mean surprisal is eval's bits per
+character on the same text.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Any
 
-import torch
+import numpy as np
 
-from charrnn.evaluate import bits_per_char, perplexity
+from charrnn.evaluate import perplexity
 from charrnn.model import CharRNN
+from charrnn.surprisal import surprisal
 from charrnn.vocab import Vocab
 
-CHUNK = 1024
 
+def score_text(model: CharRNN, vocab: Vocab, text: str, tokens: np.ndarray, top: int = 5) -> dict[str, Any]:
+    """The mean scores of ``text`` (its ``tokens``, at least two), then per character its surprisal in ``bits``
+    and the model's ``top`` guesses for it with their probabilities, most likely first; the first character has
+    no prediction, so its entries are null."""
+    device = model.embed.weight.device
+    blocks = list(surprisal(model, tokens, device, max(top, 1)))
+    bits = np.concatenate([b.bits for b in blocks])
+    guesses = np.concatenate([b.guesses for b in blocks])[:, :top].tolist()
+    probs = np.concatenate([b.probs for b in blocks])[:, :top].tolist()
+    mean = float(bits[1:].mean())
+    chars = vocab.chars
+    return {"loss": mean * math.log(2), "bpc": mean, "perplexity": perplexity(mean * math.log(2)),
+            "chars": len(bits) - 1, "text": text, "bits": [None, *(round(float(b), 4) for b in bits[1:])],
+            "top": [None, *([[chars[g], round(p, 5)] for g, p in zip(row_g, row_p, strict=True)]
+                            for row_g, row_p in zip(guesses[1:], probs[1:], strict=True))]}
 
-@dataclass(frozen=True)
-class Surprisal:
-    """Per character of a text of T characters: ``bits`` (T - 1 values: the first character has no context) and
-    ``top`` (for each, the model's most likely characters with their probabilities, most likely first)."""
-
-    loss: float  # mean cross-entropy in nats per predicted character
-    bits: list[float]
-    top: list[list[tuple[str, float]]]
-
-    def to_dict(self, text: str) -> dict:
-        """The JSON answer: the mean scores, then per character of ``text``, the first one's entries null."""
-        return {"loss": self.loss, "bpc": bits_per_char(self.loss), "perplexity": perplexity(self.loss),
-                "chars": len(self.bits), "text": text, "bits": [None, *(round(b, 4) for b in self.bits)],
-                "top": [None, *([[c, round(p, 5)] for c, p in guesses] for guesses in self.top)]}
-
-
-@torch.inference_mode()
-def surprisal(model: CharRNN, vocab: Vocab, tokens: torch.Tensor, top: int = 5) -> Surprisal:
-    """Score tokens (T,) int64, T >= 2: each character after the first given all before it."""
-    model.eval()
-    device = model.head.weight.device
-    state, bits, guesses, total = None, [], [], 0.0
-    for start in range(0, len(tokens) - 1, CHUNK):
-        x = tokens[start:start + CHUNK].to(device)
-        y = tokens[start + 1:start + 1 + CHUNK].to(device)
-        x = x[:len(y)]
-        logits, state = model(x.unsqueeze(0), state)  # (1, c, V)
-        logp = torch.log_softmax(logits[0].float(), dim=-1)  # (c, V)
-        nats = -logp.gather(1, y.unsqueeze(1)).squeeze(1)  # (c,)
-        total += float(nats.double().sum())
-        bits += (nats / math.log(2)).tolist()
-        if top:
-            p, ids = logp.exp().topk(min(top, logp.shape[-1]), dim=-1)  # (c, top)
-            guesses += [[(vocab.chars[i], q) for i, q in zip(row_ids, row_p, strict=True)]
-                        for row_ids, row_p in zip(ids.tolist(), p.tolist(), strict=True)]
-        else:
-            guesses += [[] for _ in range(len(y))]
-    return Surprisal(total / (len(tokens) - 1), bits, guesses)

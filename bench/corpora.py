@@ -1,0 +1,102 @@
+"""Benchmark corpora of different kinds, built at run time from text already on the machine (nothing here is
+committed to the repository; each is written to a directory you name).
+
+    python bench/corpora.py OUT_DIR [--size 1000000] [--jieba-dict PATH/TO/jieba/dict.txt]
+
+- python.txt: Python source of the standard library (/usr/lib/python3*), files concatenated in path order.
+- licences.txt: English legal prose: /usr/share/common-licenses and the packages' copyright files.
+- logs.txt: generated web-server-like log lines with known structure (timestamps, IPs, paths, status codes).
+- chinese.txt (with --jieba-dict): Chinese-like text with thousands of distinct characters: words drawn by
+  their corpus frequency from the jieba word list (`pip download jieba`, MIT licence), in clauses and sentences
+  with Chinese punctuation. Not real prose (no grammar), but its character frequencies are those of Chinese.
+Prints one JSON line per corpus: path, characters, distinct characters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import sys
+from pathlib import Path
+
+
+def _concat(paths: list[Path], size: int) -> str:
+    parts, total = [], 0
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        parts.append(text if text.endswith("\n") else text + "\n")
+        total += len(parts[-1])
+        if total >= size:
+            break
+    return "".join(parts)[:size]
+
+
+def python_source(size: int) -> str:
+    root = Path(f"/usr/lib/python{sys.version_info.major}.{sys.version_info.minor}")
+    return _concat(sorted(p for p in root.rglob("*.py") if "test" not in p.parts), size)
+
+
+def licences(size: int) -> str:
+    paths = sorted(Path("/usr/share/common-licenses").glob("*")) + sorted(Path("/usr/share/doc").glob("*/copyright"))
+    return _concat([p for p in paths if p.is_file()], size)
+
+
+def logs(size: int, seed: int = 0) -> str:
+    rng = random.Random(seed)
+    paths = ["/", "/index.html", "/api/v1/items", "/api/v1/items/{n}", "/login", "/static/app.js", "/search?q={w}"]
+    words = ["river", "stone", "bread", "light", "salt", "wind"]
+    agents = ["Mozilla/5.0 (X11; Linux x86_64)", "curl/8.5.0", "python-requests/2.31"]
+    out, total, t = [], 0, 1_700_000_000
+    while total < size:
+        t += rng.randint(0, 3)
+        path = rng.choice(paths).format(n=rng.randint(1, 999), w=rng.choice(words))
+        status = rng.choices([200, 304, 404, 500], [80, 10, 8, 2])[0]
+        line = (f"10.0.{rng.randint(0, 9)}.{rng.randint(1, 254)} - - [{t}] \"GET {path} HTTP/1.1\" {status} "
+                f"{rng.randint(0, 50000) if status == 200 else 0} \"{rng.choice(agents)}\"\n")
+        out.append(line)
+        total += len(line)
+    return "".join(out)[:size]
+
+
+def chinese(dict_path: Path, size: int, seed: int = 0) -> str:
+    words, weights = [], []
+    for line in dict_path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit() and all("\u4e00" <= c <= "\u9fff" for c in parts[0]):
+            words.append(parts[0])
+            weights.append(int(parts[1]))
+    rng = random.Random(seed)
+    cumulative = list(itertools.accumulate(weights))
+    out, total = [], 0
+    while total < size:
+        clauses = ["".join(rng.choices(words, cum_weights=cumulative, k=rng.randint(2, 6)))
+                   for _ in range(rng.randint(1, 4))]
+        sentence = "，".join(clauses) + rng.choice("。。。！？") + ("\n" if rng.random() < 0.3 else "")
+        out.append(sentence)
+        total += len(sentence)
+    return "".join(out)[:size]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", type=Path)
+    p.add_argument("--size", type=int, default=1_000_000, help="characters per corpus")
+    p.add_argument("--jieba-dict", type=Path)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    corpora = {"python": python_source(args.size), "licences": licences(args.size), "logs": logs(args.size)}
+    if args.jieba_dict:
+        corpora["chinese"] = chinese(args.jieba_dict, args.size)
+    for name, text in corpora.items():
+        path = args.out / f"{name}.txt"
+        path.write_text(text, encoding="utf-8")
+        print(json.dumps({"corpus": name, "path": str(path), "chars": len(text), "distinct": len(set(text))}))
+
+
+if __name__ == "__main__":
+    main()
