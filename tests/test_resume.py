@@ -274,7 +274,7 @@ def test_a_large_vocabulary_trains_resumes_and_samples_with_the_exact_adaptive_h
     """Over ADAPTIVE_VOCAB distinct characters `auto` picks the adaptive head: the run resumes bit for bit, and
     the model samples and scores exactly (its probabilities sum to one)."""
     corpus = tmp_path / "poems.txt"
-    corpus.write_text(wide_text(), encoding="utf-8")
+    corpus.write_text(wide_text(distinct=2500), encoding="utf-8")
     flags = {"hidden_size": 32, "embedding_size": 8, "batch_size": 4, "seq_len": 16, "eval_every": 4,
              "log_every": 2, "warmup_steps": 2, "device": "cpu", "steps": 8, "eval_chars": 2000}
     whole = run.prepare(corpus, flags=flags, out=tmp_path / "whole")
