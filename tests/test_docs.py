@@ -25,10 +25,11 @@ def code_blocks(markdown: str, language: str) -> list[str]:
 
 def test_readme_python_example_runs(tmp_path: Path, tiny: TrainConfig, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run_dir = tmp_path / "runs" / "sample-20261126-183320"  # the name the example uses
-    setup = run.prepare(ROOT / "data" / "sample.txt", flags={**dataclasses.asdict(tiny), "steps": 20}, out=run_dir)
-    run.fit(run.build_trainer(setup), setup)
     (example,) = code_blocks((ROOT / "README.md").read_text(encoding="utf-8"), "python")
+    (name,) = re.findall(r'charrnn\.load\("(runs/[^"]+)"\)', example)  # the run the example loads
+    setup = run.prepare(ROOT / "data" / "sample.txt", flags={**dataclasses.asdict(tiny), "steps": 20},
+                        out=tmp_path / name)
+    run.fit(run.build_trainer(setup), setup)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(example, "README.md", "exec"), {})  # noqa: S102 - our own README
