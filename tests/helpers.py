@@ -139,6 +139,22 @@ def _subprocess(args: tuple[object, ...], cwd: Path, stop_at: int | None, worker
                           text=True, timeout=300)
 
 
+def tiny_run(root: Path) -> tuple[Path, Path]:
+    """A finished 10-step run of a 1x24 LSTM on ``synthetic_text`` under ``root`` (its corpus cache there too):
+    (run directory, corpus)."""
+    import pytest
+
+    corpus = root / "corpus.txt"
+    corpus.write_text(synthetic_text(6000), encoding="utf-8")
+    cfg = TrainConfig(hidden_size=24, embedding_size=8, num_layers=1, batch_size=4, seq_len=16, steps=10,
+                      eval_every=10, log_every=5, warmup_steps=5, device="cpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHARRNN_CACHE_DIR", str(root / "cache"))
+        setup = run.prepare(corpus, flags=cfg.to_dict(), out=root / "run")
+        run.fit(run.build_trainer(setup), setup)
+    return root / "run", corpus
+
+
 def quick_checkpoint(root: Path, cell: str = "lstm", steps: int = 30, extra_chars: str = "T/✓日",
                      cutoffs: tuple[int, ...] = ()) -> Path:
     """A tiny model (2x16) given ``steps`` quick Adam steps on ``synthetic_text`` (enough to repeat words rather

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from charrnn import copycheck, run
+from charrnn import copycheck
 from charrnn.cli import app
-from charrnn.config import TrainConfig
 from charrnn.corpus import cache_root, load_corpus
 from charrnn.data import split
 from charrnn.errors import CharRNNError
 from charrnn.vocab import Vocab
-from tests.helpers import synthetic_text
+from tests.helpers import synthetic_text, tiny_run
 
 runner = CliRunner()
 TRAIN = "the quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat by the door"
@@ -155,16 +154,7 @@ def test_a_build_that_fails_leaves_nothing(train_split, monkeypatch: pytest.Monk
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """One tiny run for this module's command-line tests: (run directory, corpus)."""
-    root = tmp_path_factory.mktemp("copyrun")
-    corpus = root / "corpus.txt"
-    corpus.write_text(synthetic_text(6000), encoding="utf-8")
-    cfg = TrainConfig(hidden_size=24, embedding_size=8, num_layers=1, batch_size=4, seq_len=16, steps=10,
-                      eval_every=10, log_every=5, warmup_steps=5, device="cpu")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CHARRNN_CACHE_DIR", str(root / "cache"))
-        setup = run.prepare(corpus, flags=cfg.to_dict(), out=root / "run")
-        run.fit(run.build_trainer(setup), setup)
-    return root / "run", corpus
+    return tiny_run(tmp_path_factory.mktemp("copyrun"))
 
 
 def longest_in(sample: str, text: str) -> int:
