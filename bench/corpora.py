@@ -1,7 +1,8 @@
 """Benchmark corpora of different kinds, built at run time from text already on the machine (nothing here is
 committed to the repository; each is written to a directory you name).
 
-    python bench/corpora.py OUT_DIR [--size 1000000] [--jieba-dict PATH/TO/jieba/dict.txt]
+    python bench/corpora.py OUT_DIR [--size 1000000] [--sizes python=10000000,licences=100000]
+                            [--jieba-dict PATH/TO/jieba/dict.txt]
 
 - python.txt: Python source of the standard library (/usr/lib/python3*), files concatenated in path order.
 - licences.txt: English legal prose: /usr/share/common-licenses and the packages' copyright files.
@@ -86,12 +87,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", type=Path)
     p.add_argument("--size", type=int, default=1_000_000, help="characters per corpus")
+    p.add_argument("--sizes", default="", help="sizes of single corpora, e.g. python=10000000,licences=100000")
     p.add_argument("--jieba-dict", type=Path)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    corpora = {"python": python_source(args.size), "licences": licences(args.size), "logs": logs(args.size)}
+    size = {name: args.size for name in ("python", "licences", "logs", "chinese")}
+    size.update({name: int(n) for name, n in (item.split("=") for item in args.sizes.split(",") if item)})
+    corpora = {"python": python_source(size["python"]), "licences": licences(size["licences"]),
+               "logs": logs(size["logs"])}
     if args.jieba_dict:
-        corpora["chinese"] = chinese(args.jieba_dict, args.size)
+        corpora["chinese"] = chinese(args.jieba_dict, size["chinese"])
     for name, text in corpora.items():
         path = args.out / f"{name}.txt"
         path.write_text(text, encoding="utf-8")

@@ -48,14 +48,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a training run. Defaults are tuned for a laptop CPU."""
+    """Every setting of a training run. The defaults are the best general settings measured on corpora of five kinds
+    and sizes (bench/RESULTS.md, "Defaults and auto-sizing"); with max_time, autosize.py sizes the model."""
 
     # model
     cell: str = "lstm"
     embedding_size: int = 64
     hidden_size: int = 256
     num_layers: int = 2
-    dropout: float = 0.0
+    dropout: float = 0.1
     softmax: str = "auto"  # auto: adaptive from ADAPTIVE_VOCAB distinct characters, else full
     # data
     batch_size: int = 32
@@ -64,10 +65,10 @@ class TrainConfig:
     val_fraction: float = 0.1
     val_file: str | None = None  # validate on this file instead of the end of the corpus (which then all trains)
     # optimisation
-    lr: float = 3e-3
+    lr: float = 6e-3
     weight_decay: float = 0.1
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.02
     clip: float = 1.0
     # length and cadence
     steps: int = 3000
@@ -81,7 +82,7 @@ class TrainConfig:
     # environment
     seed: int = 1337
     device: str = "auto"
-    precision: str = "auto"  # auto = fp32 (see devices.autocast_dtype); bf16 = bf16 autocast
+    precision: str = "auto"  # auto: bf16 autocast for short budgets on CPUs with native bf16, else fp32 (devices.py)
 
     def __post_init__(self) -> None:
         validate(self)

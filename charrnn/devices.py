@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -83,9 +84,33 @@ class Contention:
         return True
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
+# precision = "auto" trains in bf16 autocast on a CPU with native bf16 for budgets up to this many seconds: measured
+# on an AVX-512-BF16 Xeon with configs/shakespeare.toml, bf16 made 1.42x the updates and ended lower at 100 s
+# (1.4367 against fp32's 1.4566) but higher at 600 s (1.4363 against 1.4280), where more updates no longer help
+BF16_MAX_TIME = 300.0
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (or from ``cpuinfo``, its text); empty where there is none."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return frozenset()
+    line = next((line for line in cpuinfo.splitlines() if line.split(":", 1)[0].strip() in ("flags", "Features")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def autocast_dtype(precision: str, device: str = "cpu", max_time: float | None = None,
+                   flags: frozenset[str] | None = None) -> torch.dtype | None:
     """The autocast dtype for training, or None for plain fp32 (TF32 on CUDA).
 
-    ``auto`` is fp32 everywhere: measured on an H100, cuDNN's LSTM trained *slower* under bf16 autocast
-    than in fp32 (bench/RESULTS.md), and on CPUs without AVX-512-BF16, bf16 is ~100x slower."""
-    return torch.bfloat16 if precision == "bf16" else None
+    ``auto`` is bf16 only on a CPU with native bf16 (``flags``: this CPU's) for a time budget of at most
+    BF16_MAX_TIME, and fp32 everywhere else: on CPUs without AVX-512-BF16 or AMX, bf16 is ~100x slower, and on an
+    H100 cuDNN's LSTM trained *slower* under bf16 autocast than in fp32 (bench/RESULTS.md)."""
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bf16" else None
+    native = NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags)
+    short = max_time is not None and max_time <= BF16_MAX_TIME
+    return torch.bfloat16 if device == "cpu" and native and short else None

@@ -16,6 +16,7 @@ trains it with signals turned into a saved checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from charrnn import board, checkpoint, config, devices, dist, samples
+from charrnn import autosize, board, checkpoint, config, devices, dist, samples
 from charrnn.config import TrainConfig, to_toml
 from charrnn.corpus import CacheError, Corpus, Progress, file_sha256, load_corpus, token_counts, vocab_of
 from charrnn.data import split
@@ -64,6 +65,7 @@ class Setup:
     resume: ResumeState | None = None  # set when resuming
     warnings: list[str] = field(default_factory=list)
     validation: Corpus | None = None  # the validation file (val_file); None: the end of the corpus
+    notes: list[str] = field(default_factory=list)  # lines for the user, such as what auto-sizing chose
     numbered: bool = False  # run_dir is a default name: if another run takes it first, use the next -N
     lock: int | None = None  # file descriptor holding RUN/.lock while this process trains (rank 0)
     board: board.Board | None = None  # TensorBoard's writer while this process trains (rank 0, --tensorboard)
@@ -72,9 +74,10 @@ class Setup:
 def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = None,
             flags: dict[str, Any] | None = None, out: Path | None = None, resume: bool = False,
             init_from: Path | None = None, grow_vocab: bool = False, encoding: str = "utf-8", errors: str = "strict",
-            progress: Progress | None = None) -> Setup:
+            progress: Progress | None = None, auto: bool = True) -> Setup:
     """Check what the user asked for and load what the run starts from; nothing is written yet. ``corpus`` is a
-    file, a folder, or a list of them (sources.py); with ``resume``, the run directory."""
+    file, a folder, or a list of them (sources.py); with ``resume``, the run directory. A new run with a time
+    budget and no config file is sized for it (autosize.py) unless ``auto`` is false."""
     flags = flags or {}
     given = (corpus,) if isinstance(corpus, Path) else tuple(corpus or ())
     if resume:
@@ -88,6 +91,9 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
     if init_from is not None:
         return _warm_start(given, config_file, flags, out, init_from, grow_vocab, encoding, errors, progress)
     cfg = config.resolve(config_file, flags)
+    explicit = set(config.given(config_file, flags))
+    if cfg.max_time is not None and "steps" not in explicit:
+        cfg = dataclasses.replace(cfg, steps=config.LIMITS["steps"])  # the budget alone ends the run
     sources = expand(given, encoding, errors)
     text = sources.load(encoding, errors, progress)
     warnings = [sources.warning] if sources.warning else []
@@ -96,10 +102,29 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
                         "large (is this really text in one encoding?)")
     validation = _validation_file(cfg, text.vocab, encoding, errors, progress)
     warnings += _overlap(text, validation)
+    notes = []
+    if auto and cfg.max_time is not None and config_file is None and not set(autosize.CHOSEN) <= explicit:
+        choice = size_for_budget(cfg, text, validation, explicit)
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in choice.settings.items() if k not in explicit})
+        notes.append(choice.describe(explicit))
     set_seed(cfg.seed)
     model = new_model(cfg, text, validation)
     run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(sources.name)
-    return Setup(run_dir, cfg, text, model, warnings=warnings, validation=validation, numbered=out is None)
+    return Setup(run_dir, cfg, text, model, warnings=warnings, notes=notes, validation=validation,
+                 numbered=out is None)
+
+
+def size_for_budget(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None,
+                    explicit: set[str] = frozenset()) -> autosize.Choice:
+    """Auto-sizing's choice for ``cfg.max_time``: the reference model's speed on this machine (in the shape the
+    user gave, where they gave one), measured on a throwaway copy before the run's seed is set, so that the run
+    itself is what the seed makes it."""
+    shape = {k: v for k, v in autosize.REFERENCE.items() if k not in explicit}
+    reference = dataclasses.replace(cfg, **shape, dropout=0.0, sample_every=0)
+    train_tokens, val_tokens = splits(reference, corpus, validation)
+    probe = Trainer(new_model(reference, corpus, validation), reference, train_tokens, val_tokens[:2],
+                    devices.resolve(cfg.device))
+    return autosize.choose(cfg.max_time, autosize.measure(probe), len(train_tokens))
 
 
 def splits(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None) -> tuple[Any, Any]:
@@ -574,4 +599,4 @@ def describe(setup: Setup, trainer: Trainer) -> str:
     return (f"corpus {text.path}{files}: {len(text.tokens):,} characters, {len(text.vocab)} distinct{held_out}; "
             f"model {cfg.cell} "
             f"{cfg.num_layers}x{cfg.hidden_size}, {params:,} parameters on {trainer.device}; "
-            f"{scale}, lr {cfg.lr:g}; run {setup.run_dir}")
+            f"{scale}, lr {cfg.lr:g}{', bf16 autocast' if trainer.autocast_dtype else ''}; run {setup.run_dir}")

@@ -125,7 +125,7 @@ class Trainer:
         self.cfg = cfg
         self.device = device
         self.world = world
-        self.autocast_dtype = autocast_dtype(cfg.precision)
+        self.autocast_dtype = autocast_dtype(cfg.precision, device.type, cfg.max_time)
         self.val_tokens = val_tokens
         # validation during training scores a fixed slice, the split's first eval_chars predictions, so that it
         # costs the same on a corpus of any size (`charrnn eval` scores the whole split)

@@ -33,4 +33,4 @@ def corpus(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny() -> TrainConfig:
     return TrainConfig(hidden_size=24, embedding_size=8, num_layers=2, batch_size=4, seq_len=16,
-                       steps=30, eval_every=10, log_every=5, warmup_steps=5, device="cpu")
+                       steps=30, eval_every=10, log_every=5, warmup_steps=5, dropout=0.0, device="cpu")

@@ -46,7 +46,7 @@ def wide_text(chars: int = 20000, distinct: int = 1200, seed: int = 0) -> str:
     return "".join(body)
 
 
-TINY_SHAPE = ["--hidden-size", "24", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "16"]
+TINY_SHAPE = ["--hidden-size", "24", "--embedding-size", "8", "--batch-size", "4", "--seq-len", "16", "--dropout", "0"]
 TINY_CADENCE = ["--eval-every", "10", "--log-every", "5", "--warmup-steps", "5"]
 CPU = ["--device", "cpu"]
 TINY_FLAGS = [*TINY_SHAPE, *TINY_CADENCE, *CPU]

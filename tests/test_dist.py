@@ -18,7 +18,7 @@ from charrnn import checkpoint
 from tests.helpers import charrnn, env
 
 FLAGS = ["--hidden-size", "24", "--embedding-size", "8", "--seq-len", "16", "--log-every", "5", "--eval-every", "10",
-         "--warmup-steps", "5", "--device", "cpu"]
+         "--warmup-steps", "5", "--dropout", "0", "--device", "cpu"]  # dropout draws differ between workers
 pytestmark = pytest.mark.slow  # torchrun launches
 
 

@@ -1,14 +1,13 @@
 import math
 import signal
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from charrnn import train
+from charrnn import devices, train
 from charrnn.corpus import load_corpus
 from charrnn.data import split
 from charrnn.errors import CharRNNError
@@ -174,16 +173,8 @@ def test_a_failed_capture_warns_and_trains_eagerly(corpus, tiny, monkeypatch):
     trainer.train_step(next(trainer.batches))  # no second attempt, no second warning
 
 
-def native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-@pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16 (avx512_bf16 or amx_bf16): bf16 "
-                    "autocast would be ~100x slower here")
+@pytest.mark.skipif(not devices.NATIVE_BF16_FLAGS & devices.cpu_flags(), reason="this CPU has no native bf16 "
+                    "(avx512_bf16 or amx_bf16): bf16 autocast would be ~100x slower here")
 def test_bf16_autocast_trains_on_cpu(corpus, tiny):
     trainer = make_trainer(corpus, replace(tiny, precision="bf16"))
     dtypes = []

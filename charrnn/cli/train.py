@@ -64,8 +64,10 @@ def train(
                                                    DEFAULTS.min_lr_ratio)] = None,
     clip: Annotated[float | None, _setting("Clip gradients to this global norm (0 = off).", DEFAULTS.clip)] = None,
     steps: Annotated[int | None, _setting("Stop after this many steps.", DEFAULTS.steps)] = None,
-    max_time: Annotated[float | None, _setting("Stop after this many seconds (the schedule fits the time).",
-                                               "none")] = None,
+    max_time: Annotated[float | None, _setting("Train for this many seconds: the schedule fits the time, and without "
+                                               "--config or --no-auto the model is sized for it.", "none")] = None,
+    no_auto: Annotated[bool, typer.Option("--no-auto", help="With --max-time: keep the default model instead of "
+                                          "sizing it for the budget.")] = False,
     eval_every: Annotated[int | None, _setting("Evaluate on the validation split and save every N steps.",
                                                DEFAULTS.eval_every)] = None,
     eval_chars: Annotated[int | None, _setting("Validation during training scores the split's first N characters "
@@ -80,7 +82,8 @@ def train(
     seed: Annotated[int | None, _setting("Random seed (same seed, same run).", DEFAULTS.seed)] = None,
     device: Annotated[str | None, _setting("auto (CUDA, then MPS, then CPU), cpu, cuda or mps.",
                                            DEFAULTS.device)] = None,
-    precision: Annotated[str | None, _setting("auto (= fp32, the fastest measured), fp32 or bf16 (autocast).",
+    precision: Annotated[str | None, _setting("auto (bf16 for budgets up to 300 s on a CPU with native bf16, else "
+                                              "fp32: what measured best), fp32 or bf16 (autocast).",
                                               DEFAULTS.precision)] = None,
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
@@ -97,9 +100,10 @@ def train(
 
     def prepare() -> run.Setup:
         with reading_view() as reading:
+            # under torchrun every worker would measure its own speed and might size its model differently
             return run.prepare(corpus, config_file=config_file, flags=flags, out=out, resume=resume,
                                init_from=init_from, grow_vocab=grow_vocab, encoding=encoding, errors=errors,
-                               progress=reading.update)
+                               progress=reading.update, auto=not no_auto and not world.enabled)
 
     try:
         _train(world, dist.rank0_first(world, prepare), threads, tensorboard)  # rank 0 fills the corpus cache first
@@ -127,6 +131,8 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard
         trainer.eval_progress = view.on_evaluate
     if main:
         warn(setup.warnings)
+        for note in setup.notes:
+            say(note)
         if setup.resume is not None:
             say(f"resuming {setup.run_dir} at step {trainer.step}")
         say(run.describe(setup, trainer))

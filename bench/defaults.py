@@ -1,0 +1,170 @@
+"""Defaults and auto-sizing against a grid and the hand-written loop: validation loss after a fixed wall-clock
+budget, on several corpora, one run at a time.
+
+    python bench/corpora.py /tmp/corpora --sizes python=10000000,licences=100000,logs=3000000,chinese=1000000 \
+        --jieba-dict PATH/TO/jieba/dict.txt
+    python bench/defaults.py /tmp/corpora/*.txt ../shared/data/tinyshakespeare.txt --seconds 100 \
+        --out bench/results/defaults-100s.jsonl [--only auto,baseline]
+    python bench/defaults.py --table bench/results/defaults-100s.jsonl     # the markdown table of a results file
+
+For every corpus and configuration: `charrnn train CORPUS --max-time SECONDS --device cpu FLAGS` through the
+real command line ("auto" is no flags at all: what a new user gets), or the hand-written loop of
+bench/quality.py ("baseline"). Every run's final weights are scored by the same function on the whole
+validation split (the last 10 %). Results are appended as JSON lines; a (corpus, seconds, config) already in
+--out is skipped, so an interrupted sweep continues where it stopped. Never run two of these at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import tomllib
+import torch
+from quality import run_baseline
+
+import charrnn
+from charrnn.checkpoint import latest_of
+from charrnn.corpus import load_corpus
+from charrnn.data import split
+from charrnn.evaluate import evaluate
+
+# Each configuration spells out every setting it depends on, so that it means the same whatever the defaults are.
+SCHEDULE = ["--steps", "1000000", "--lr", "6e-3", "--warmup-steps", "100", "--min-lr-ratio", "0.02",
+            "--weight-decay", "0.1", "--batch-size", "32", "--seq-len", "64", "--num-layers", "2",
+            "--embedding-size", "64"]
+GRID = {
+    "old-defaults": ["--steps", "1000000", "--hidden-size", "256", "--dropout", "0", "--lr", "3e-3",
+                     "--warmup-steps", "50", "--min-lr-ratio", "0.05", "--weight-decay", "0.1", "--batch-size", "32",
+                     "--seq-len", "64", "--num-layers", "2", "--embedding-size", "64"],
+    "h128-d0": [*SCHEDULE, "--hidden-size", "128", "--dropout", "0"],
+    "h256-d0": [*SCHEDULE, "--hidden-size", "256", "--dropout", "0"],
+    "h256-d0.1": [*SCHEDULE, "--hidden-size", "256", "--dropout", "0.1"],  # configs/shakespeare.toml
+    "h256-d0.3": [*SCHEDULE, "--hidden-size", "256", "--dropout", "0.3"],
+    "h384-d0.2": [*SCHEDULE, "--hidden-size", "384", "--dropout", "0.2"],
+}
+# auto-sizing with the full softmax instead of the adaptive one (the comparison for large vocabularies)
+CONFIGS = {"auto": [], **GRID, "baseline": None, "auto-full-softmax": ["--softmax", "full"]}
+
+
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model} ({', '.join(extras) or 'no AVX-512'})"
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (user, nice, system, idle, iowait, irq, softirq, steal, ...)."""
+    stat = Path("/proc/stat")
+    return [int(n) for n in stat.read_text().split("\n", 1)[0].split()[1:]] if stat.exists() else [0] * 10
+
+
+def score(run_dir: Path, corpus: Path) -> float:
+    """The final checkpoint's loss on the whole validation split."""
+    model = charrnn.load(latest_of(run_dir).path, device="cpu")
+    _, val = split(load_corpus(corpus).tokens, 0.1)
+    return evaluate(model.network, val, torch.device("cpu")).loss
+
+
+def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", str(seconds), "--out", str(out),
+               "--device", "cpu", *flags]
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode:
+            sys.exit(f"charrnn train failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
+        settings = tomllib.loads((out / "config.toml").read_text())
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        steps = max(m["step"] for m in lines)
+        speeds = [m["chars_per_s"] for m in lines if m["split"] == "train" and m.get("chars_per_s")]
+        quarter = max(1, len(speeds) // 4)  # training speed early and late: a run that slows down shows here
+        speed = {"first_quarter": round(sum(speeds[:quarter]) / quarter), "last_quarter":
+                 round(sum(speeds[-quarter:]) / quarter)} if speeds else {}
+        auto = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("auto-sized")]
+        chosen = {k: settings[k] for k in ("hidden_size", "num_layers", "dropout", "batch_size", "seq_len", "lr")}
+        return {"steps": steps, "val_loss": score(out, corpus), "wall_s": round(wall, 1), "chars_per_s": speed,
+                "chosen": chosen,
+                **({"auto_line": auto[0]} if auto else {})}
+
+
+def table(path: Path) -> str:
+    """Validation loss per corpus and configuration (the grid's best in bold), and how far auto is from the
+    grid's best and ahead of the hand-written loop."""
+    results = [json.loads(line) for line in path.read_text().splitlines()]
+    keys = list(dict.fromkeys((r["corpus"], r["seconds"]) for r in results))
+    names = [n for n in CONFIGS if any(r["config"] == n for r in results)]
+    head = ["corpus", "chars", "distinct", "budget", *names, "auto − grid best", "baseline − auto", "auto chose"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for corpus, seconds in keys:
+        runs = {r["config"]: r for r in results if (r["corpus"], r["seconds"]) == (corpus, seconds)}
+        grid = [runs[n]["val_loss"] for n in GRID if n in runs]
+        best = min(grid, default=float("nan"))
+        cells = [f"**{runs[n]['val_loss']:.4f}**" if n in GRID and runs[n]["val_loss"] == best
+                 else f"{runs[n]['val_loss']:.4f}" if n in runs else "" for n in names]
+        auto = runs.get("auto")
+        gap = f"{auto['val_loss'] - best:+.4f}" if auto and grid else ""
+        ahead = f"{runs['baseline']['val_loss'] - auto['val_loss']:+.4f}" if auto and "baseline" in runs else ""
+        chose = ""
+        if auto:
+            c = auto["chosen"]
+            chose = f"{c['num_layers']}x{c['hidden_size']} d{c['dropout']:g}"
+        any_run = next(iter(runs.values()))
+        lines.append(f"| {corpus} | {any_run['chars']:,} | {any_run['distinct']:,} | {seconds:g} s | "
+                     + " | ".join(cells) + f" | {gap} | {ahead} | {chose} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("corpora", type=Path, nargs="*")
+    p.add_argument("--seconds", type=float, default=100)
+    p.add_argument("--out", type=Path)
+    p.add_argument("--only", default=",".join(CONFIGS), help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    p.add_argument("--table", type=Path, help="print the markdown table of this results file and stop")
+    args = p.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    if not args.corpora or args.out is None:
+        sys.exit("give the corpora and --out (or --table RESULTS)")
+    names = args.only.split(",")
+    unknown = set(names) - set(CONFIGS)
+    if unknown:
+        sys.exit(f"unknown configurations: {', '.join(sorted(unknown))}")
+    done = set()
+    if args.out.exists():
+        done = {(r["corpus"], r["seconds"], r["config"]) for r in map(json.loads, args.out.read_text().splitlines())}
+    cpu = cpu_name()
+    for corpus in args.corpora:
+        text = load_corpus(corpus)
+        for name in names:
+            if (corpus.name, args.seconds, name) in done:
+                continue
+            flags = CONFIGS[name]
+            before = cpu_times()
+            result = run_baseline(corpus, args.seconds, torch.device("cpu")) if flags is None else \
+                run_charrnn(corpus, args.seconds, flags)
+            result.pop("impl", None)
+            after = cpu_times()
+            busy = [b - a for a, b in zip(before, after, strict=True)]
+            result["steal"] = round(busy[7] / max(1, sum(busy)), 3)  # time the hypervisor gave to other machines
+            line = {"bench": "defaults", "corpus": corpus.name, "chars": len(text.tokens), "distinct": len(text.vocab),
+                    "seconds": args.seconds, "config": name, **result, "flags": " ".join(flags or []), "cpu": cpu,
+                    "torch": torch.__version__}
+            print(json.dumps(line), flush=True)
+            with args.out.open("a") as f:
+                f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+    main()

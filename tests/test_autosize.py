@@ -1,0 +1,125 @@
+"""Auto-sizing for a time budget: the rule, the speed probe, and how the command line applies them."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomllib
+import torch
+
+from charrnn import autosize, run
+from charrnn.autosize import choose
+from charrnn.config import LIMITS, TrainConfig
+from charrnn.data import split
+from tests.helpers import CPU, charrnn, make_trainer
+
+MB = 1_000_000
+SPEED = 50_000  # chars/s of the reference model: a fast laptop CPU
+
+
+def test_text_that_outlasts_the_budget_gets_a_small_model_and_long_budgets_on_big_texts_a_bigger_one():
+    assert choose(5, SPEED, MB).settings["hidden_size"] == 128  # a quarter of a pass: compute is short
+    assert choose(100, SPEED, 100 * MB).settings["hidden_size"] == 128
+    assert choose(100, SPEED, MB).settings["hidden_size"] == 256  # five passes: the text is short
+    assert choose(3600, SPEED, 20 * MB).settings["hidden_size"] == 384
+    # the same long budget on a small corpus: a bigger model would only learn it by heart sooner
+    assert choose(3600, SPEED, 100_000).settings["hidden_size"] == 256
+
+
+def test_dropout_grows_with_the_passes_over_the_text():
+    passes = [choose(600, SPEED, size) for size in (100 * MB, 10 * MB, MB, 100_000)]
+    dropouts = [c.settings["dropout"] for c in passes]
+    assert dropouts == sorted(dropouts) and dropouts[0] == 0.0 and dropouts[-1] >= 0.2, dropouts
+    assert [c.passes for c in passes] == sorted(c.passes for c in passes)
+
+
+def test_a_slower_machine_is_a_smaller_budget():
+    fast, slow = choose(100, SPEED, MB), choose(100, SPEED / 10, MB)
+    assert slow.updates == pytest.approx(fast.updates / 10)
+    assert slow.settings["hidden_size"] <= fast.settings["hidden_size"]
+
+
+def test_the_line_says_what_was_chosen_and_why():
+    line = choose(100, 27_300, 1_003_854).describe({"dropout", "lr"})
+    assert line.startswith("auto-sized for 100s: 2x256, dropout 0.1, batch 32x64; yours: dropout")
+    assert "27.3k chars/s" in line and "1,003,854 training characters" in line and "--no-auto" in line
+
+
+def test_the_probe_measures_training_speed(corpus: Path, tiny: TrainConfig):
+    trainer = make_trainer(corpus, tiny)
+    before = trainer.step
+    speed = autosize.measure(trainer, seconds=0.05)
+    assert 0 < speed < float("inf") and trainer.step >= before + 5  # two untimed steps, at least three timed
+
+
+@pytest.fixture
+def fixed_speed(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The probe reports SPEED without timing anything (the choice is then the same on any machine); records the
+    trainers it was given."""
+    probed: list[object] = []
+
+    def measure(trainer: object, seconds: float = 0.0) -> float:
+        probed.append(trainer)
+        return SPEED
+
+    monkeypatch.setattr(autosize, "measure", measure)
+    return probed
+
+
+def _settings(run_dir: Path) -> dict:
+    return tomllib.loads((run_dir / "config.toml").read_text())
+
+
+def test_a_timed_run_is_sized_for_its_budget(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
+    done = charrnn("train", corpus, "--max-time", "600", "--steps", "2", "--embedding-size", "8", *CPU,
+                   "--out", tmp_path / "r", cwd=tmp_path)
+    train, _ = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
+    expected = choose(600, SPEED, len(train))
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("auto-sized")]
+    assert line == expected.describe()
+    settings = _settings(tmp_path / "r")
+    for key, value in expected.settings.items():
+        assert settings[key] == value, key
+    assert settings["embedding_size"] == 8 and len(fixed_speed) == 1
+    assert fixed_speed[0].model.config.hidden_size == autosize.REFERENCE["hidden_size"]  # the probe's shape
+
+
+def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
+    done = charrnn("train", corpus, "--max-time", "600", "--steps", "2", "--hidden-size", "16", "--dropout", "0.05",
+                   *CPU, "--out", tmp_path / "r", cwd=tmp_path)
+    settings = _settings(tmp_path / "r")
+    assert settings["hidden_size"] == 16 and settings["dropout"] == 0.05
+    assert settings["batch_size"] == autosize.REFERENCE["batch_size"]  # what was not given is still chosen
+    assert "yours: dropout, hidden_size" in done.stderr
+
+
+@pytest.mark.parametrize("how", ["--no-auto", "--config", "no budget", "everything given"])
+def test_no_sizing(corpus: Path, tmp_path: Path, fixed_speed: list[object], how: str):
+    config = tmp_path / "c.toml"
+    config.write_text("hidden_size = 24\n")
+    args = {"--no-auto": ["--max-time", "600", "--no-auto"], "--config": ["--max-time", "600", "--config", config],
+            "no budget": [],
+            "everything given": ["--max-time", "600", "--hidden-size", "24", "--num-layers", "1", "--dropout", "0",
+                                 "--batch-size", "4", "--seq-len", "8"]}[how]
+    done = charrnn("train", corpus, "--steps", "2", *args, *CPU, "--out", tmp_path / "r", cwd=tmp_path)
+    assert "auto-sized" not in done.stderr and not fixed_speed
+    settings = _settings(tmp_path / "r")
+    if how in ("--no-auto", "no budget"):
+        assert settings["hidden_size"] == TrainConfig().hidden_size and settings["dropout"] == TrainConfig().dropout
+
+
+def test_a_budget_without_steps_is_ended_by_the_clock_alone(corpus: Path, tmp_path: Path):
+    setup = run.prepare(corpus, flags={"max_time": 5.0, "device": "cpu"}, out=tmp_path / "r", auto=False)
+    assert setup.cfg.steps == LIMITS["steps"]
+    setup = run.prepare(corpus, flags={"max_time": 5.0, "steps": 7, "device": "cpu"}, out=tmp_path / "r", auto=False)
+    assert setup.cfg.steps == 7
+
+
+def test_the_probe_does_not_change_what_the_seed_makes(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
+    flags = {"max_time": 600.0, "device": "cpu", "embedding_size": 8}
+    sized = run.prepare(corpus, flags=flags, out=tmp_path / "a")
+    plain = run.prepare(corpus, flags={**flags, **{k: sized.cfg.to_dict()[k] for k in autosize.CHOSEN}},
+                        out=tmp_path / "b")
+    assert len(fixed_speed) == 1  # the second run gave every chosen setting: no probe
+    for a, b in zip(sized.model.state_dict().values(), plain.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
