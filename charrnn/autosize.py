@@ -10,7 +10,9 @@ the passes it would make over the training split, ``P = seconds x chars/s / char
   compute, not text, is then what is short, and a smaller model makes ~2.5x the updates; 2x384 from
   ``LARGE_UPDATES`` on a training split of at least ``LARGE_CORPUS`` characters; 2x256 otherwise;
 - dropout grows with the passes the chosen model makes over the training split (``DROPOUT``): a model that
-  sees its text many times over learns it by heart.
+  sees its text many times over learns it by heart;
+- validation during training costs ~1 % of the budget per evaluation, ``EVALUATIONS`` times (the defaults,
+  250,000 characters every 250 steps, took ~20 % of a 100 s budget on a 10 MB corpus).
 
 Everything else keeps the defaults (lr 6e-3 with warmup and a cosine decay that ends with the budget, weight
 decay 0.1). Settings given on the command line always win over the choice. The rule and the measurements it
@@ -36,6 +38,10 @@ COMPUTE_BOUND_UPDATES = 6_000
 LARGE_UPDATES = 16_000
 LARGE_CORPUS = 2_000_000
 DROPOUT = ((2.0, 0.0), (8.0, 0.1), (24.0, 0.2), (math.inf, 0.3))  # (passes below this, dropout)
+MIN_EVAL_CHARS, MAX_EVAL_CHARS = 20_000, 250_000
+EVALUATIONS = 5  # evaluations during a timed run, besides the last
+EVAL_SHARE = 0.01  # of the budget, for each
+EVAL_SPEED = 3.0  # scoring chars/s against training chars/s (forward only), a cautious guess
 PROBE_SECONDS = 1.0
 
 
@@ -70,7 +76,11 @@ def choose(seconds: float, chars_per_s: float, train_chars: int) -> Choice:
         hidden = 128
     passes = seconds * chars_per_s * RELATIVE_SPEED[hidden] / max(train_chars, 1)
     dropout = next(d for limit, d in DROPOUT if passes < limit)
-    settings = {**REFERENCE, "hidden_size": hidden, "dropout": dropout}
+    speed = chars_per_s * RELATIVE_SPEED[hidden]  # the chosen model's
+    scored = EVAL_SHARE * seconds * EVAL_SPEED * speed  # characters one evaluation scores in its share
+    evaluation = {"eval_every": max(10, int(updates * RELATIVE_SPEED[hidden] / EVALUATIONS)),
+                  "eval_chars": int(min(MAX_EVAL_CHARS, max(MIN_EVAL_CHARS, scored)))}
+    settings = {**REFERENCE, "hidden_size": hidden, "dropout": dropout, **evaluation}
     return Choice(settings, seconds, chars_per_s, train_chars, updates, passes)
 
 

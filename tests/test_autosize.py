@@ -39,6 +39,16 @@ def test_a_slower_machine_is_a_smaller_budget():
     assert slow.settings["hidden_size"] <= fast.settings["hidden_size"]
 
 
+def test_validation_costs_a_small_share_of_any_budget():
+    for seconds, chars in ((30, MB), (100, 10 * MB), (600, 10 * MB), (3600, 100 * MB)):
+        choice = choose(seconds, SPEED, chars)
+        speed = SPEED * autosize.RELATIVE_SPEED[choice.settings["hidden_size"]]
+        updates = seconds * speed / 2048
+        assert updates / choice.settings["eval_every"] == pytest.approx(autosize.EVALUATIONS, rel=0.05)
+        scoring = choice.settings["eval_chars"] / (autosize.EVAL_SPEED * speed)  # seconds per evaluation
+        assert scoring <= 0.01 * seconds or choice.settings["eval_chars"] == autosize.MIN_EVAL_CHARS
+
+
 def test_the_line_says_what_was_chosen_and_why():
     line = choose(100, 27_300, 1_003_854).describe({"dropout", "lr"})
     assert line.startswith("auto-sized for 100s: 2x256, dropout 0.1, batch 32x64; yours: dropout")
