@@ -101,6 +101,15 @@ def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_spe
     assert settings["hidden_size"] == 16 and settings["dropout"] == 0.05
     assert settings["batch_size"] == autosize.REFERENCE["batch_size"]  # what was not given is still chosen
     assert "yours: dropout, hidden_size" in done.stderr
+    assert fixed_speed[0].model.config.hidden_size == autosize.REFERENCE["hidden_size"]  # the speed means one thing
+
+
+def test_a_short_text_is_probed_at_the_batch_shape_given(tmp_path: Path, fixed_speed: list[object]):
+    short = tmp_path / "short.txt"
+    short.write_text("the river and the stone " * 40, encoding="utf-8")  # 960 characters: too few for 32 x 64
+    charrnn("train", short, "--max-time", "600", "--steps", "2", "--batch-size", "2", "--seq-len", "16", *CPU,
+            "--out", tmp_path / "r", cwd=tmp_path)
+    assert fixed_speed[0].cfg.batch_size == 2 and fixed_speed[0].cfg.seq_len == 16
 
 
 @pytest.mark.parametrize("how", ["--no-auto", "--config", "no budget", "everything given"])
