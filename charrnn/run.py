@@ -90,8 +90,8 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
         raise CharRNNError("give the corpus to train on: charrnn train CORPUS (or --resume to continue a run)")
     if init_from is not None:
         return _warm_start(given, config_file, flags, out, init_from, grow_vocab, encoding, errors, progress)
-    cfg = config.resolve(config_file, flags)
-    explicit = set(config.given(config_file, flags))
+    given_values = config.given(config_file, flags)  # the config file is read once
+    cfg, explicit = TrainConfig(**given_values), set(given_values)
     if cfg.max_time is not None and "steps" not in explicit:
         cfg = dataclasses.replace(cfg, steps=config.LIMITS["steps"])  # the budget alone ends the run
     sources = expand(given, encoding, errors)
