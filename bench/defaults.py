@@ -48,8 +48,24 @@ GRID = {
     "h256-d0.3": [*SCHEDULE, "--hidden-size", "256", "--dropout", "0.3"],
     "h384-d0.2": [*SCHEDULE, "--hidden-size", "384", "--dropout", "0.2"],
 }
+# learning rate, batch and depth around the small model (session 6: the choice of learning rate and batch);
+# run with --only, not part of the default sweep (later flags override earlier ones)
+TUNING = {
+    "h128-d0-lr1e-2": [*GRID["h128-d0"], "--lr", "1e-2"],
+    "h128-d0-lr2e-2": [*GRID["h128-d0"], "--lr", "2e-2"],
+    "h128-d0-lr3e-2": [*GRID["h128-d0"], "--lr", "3e-2"],
+    "h128-d0-b16": [*GRID["h128-d0"], "--batch-size", "16"],
+    "h128-d0-b64-lr1e-2": [*GRID["h128-d0"], "--batch-size", "64", "--lr", "1e-2"],
+    "h128-d0-s32": [*GRID["h128-d0"], "--seq-len", "32", "--batch-size", "64"],
+    "h128x3-d0": [*GRID["h128-d0"], "--num-layers", "3"],
+    "h256-d0-lr1e-2": [*GRID["h256-d0"], "--lr", "1e-2"],
+    "h256-d0.1-lr1e-2": [*GRID["h256-d0.1"], "--lr", "1e-2"],
+    "h256-d0.2-lr1e-2": [*GRID["h256-d0"], "--dropout", "0.2", "--lr", "1e-2"],
+    "h384-d0.2-lr1e-2": [*GRID["h384-d0.2"], "--lr", "1e-2"],
+}
 # auto-sizing with the full softmax instead of the adaptive one (the comparison for large vocabularies)
-CONFIGS = {"auto": [], **GRID, "baseline": None, "auto-full-softmax": ["--softmax", "full"]}
+CONFIGS = {"auto": [], **GRID, "baseline": None, "auto-full-softmax": ["--softmax", "full"], **TUNING}
+SWEEP = [n for n in CONFIGS if n not in TUNING]
 
 
 def cpu_name() -> str:
@@ -129,7 +145,7 @@ def main() -> None:
     p.add_argument("corpora", type=Path, nargs="*")
     p.add_argument("--seconds", type=float, default=100)
     p.add_argument("--out", type=Path)
-    p.add_argument("--only", default=",".join(CONFIGS), help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    p.add_argument("--only", default=",".join(SWEEP), help=f"comma-separated subset of {', '.join(CONFIGS)}")
     p.add_argument("--table", type=Path, help="print the markdown table of this results file and stop")
     args = p.parse_args()
     if args.table:

@@ -106,7 +106,7 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
     if auto and cfg.max_time is not None and config_file is None and not set(autosize.CHOSEN) <= explicit:
         choice = size_for_budget(cfg, text, validation, explicit)
         cfg = dataclasses.replace(cfg, **{k: v for k, v in choice.settings.items() if k not in explicit})
-        notes.append(choice.describe(explicit))
+        notes.append(choice.describe({k: getattr(cfg, k) for k in explicit}))
     set_seed(cfg.seed)
     model = new_model(cfg, text, validation)
     run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(sources.name)

@@ -1,6 +1,7 @@
 """Auto-sizing for a time budget: the rule, the speed probe, and how the command line applies them."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,11 +27,29 @@ def test_text_that_outlasts_the_budget_gets_a_small_model_and_long_budgets_on_bi
     assert choose(3600, SPEED, 100_000).settings["hidden_size"] == 256
 
 
+def test_a_text_that_outlasts_a_long_budget_gets_the_middle_model():
+    # ~14,600 updates but a third of a pass: enough updates for the 2x256 to pull ahead, too few for the 2x384
+    assert choose(600, SPEED, 100 * MB).settings["hidden_size"] == 256
+    assert choose(200, SPEED, 100 * MB).settings["hidden_size"] == 128  # ~4,900 updates: compute is short
+    assert choose(3600, SPEED, MB).settings["hidden_size"] == 256  # many updates, but on a text under 2 MB
+
+
+def test_the_smaller_model_learns_at_a_higher_rate():
+    small, middle, large = (choose(s, SPEED, c).settings for s, c in ((5, MB), (100, MB), (3600, 20 * MB)))
+    assert (small["hidden_size"], middle["hidden_size"], large["hidden_size"]) == (128, 256, 384)
+    assert small["lr"] > middle["lr"] > large["lr"] == TrainConfig().lr
+
+
 def test_dropout_grows_with_the_passes_over_the_text():
     passes = [choose(600, SPEED, size) for size in (100 * MB, 10 * MB, MB, 100_000)]
     dropouts = [c.settings["dropout"] for c in passes]
     assert dropouts == sorted(dropouts) and dropouts[0] == 0.0 and dropouts[-1] >= 0.2, dropouts
     assert [c.passes for c in passes] == sorted(c.passes for c in passes)
+    # the passes are the reference model's: the 2x128 chosen for 40 s makes ~2.3 over tiny shakespeare's
+    # training split, but the budget's compute is worth ~0.9 of the 2x256's, too few to learn the text by heart
+    small = choose(40, 23_200, 1_003_855)
+    assert small.settings["hidden_size"] == 128 and small.settings["dropout"] == 0.0
+    assert small.passes == pytest.approx(40 * 23_200 / 1_003_855)
 
 
 def test_a_slower_machine_is_a_smaller_budget():
@@ -50,8 +69,8 @@ def test_validation_costs_a_small_share_of_any_budget():
 
 
 def test_the_line_says_what_was_chosen_and_why():
-    line = choose(100, 27_300, 1_003_854).describe({"dropout", "lr"})
-    assert line.startswith("auto-sized for 100s: 2x256, dropout 0.1, batch 32x64; yours: dropout")
+    line = choose(100, 27_300, 1_003_854).describe({"dropout": 0.25, "lr": 3e-3, "steps": 9})
+    assert line.startswith("auto-sized for 100s: 2x256, dropout 0.25, lr 0.003, batch 32x64; yours: dropout, lr (")
     assert "27.3k chars/s" in line and "1,003,854 training characters" in line and "--no-auto" in line
 
 
@@ -60,6 +79,22 @@ def test_the_probe_measures_training_speed(corpus: Path, tiny: TrainConfig):
     before = trainer.step
     speed = autosize.measure(trainer, seconds=0.05)
     assert 0 < speed < float("inf") and trainer.step >= before + 5  # two untimed steps, at least three timed
+
+
+def test_a_stall_in_one_step_does_not_make_the_machine_look_slow(corpus: Path, tiny: TrainConfig,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    trainer = make_trainer(corpus, tiny)
+    now, steps, train_step = [0.0], [], trainer.train_step
+
+    def step(batch: object) -> object:  # every step takes 10 ms of a fake clock; the fourth timed one stalls 5 s
+        steps.append(batch)
+        now[0] += 5.0 if len(steps) == 6 else 0.01
+        return train_step(batch)
+
+    monkeypatch.setattr(trainer, "train_step", step)
+    monkeypatch.setattr(autosize, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    speed = autosize.measure(trainer, seconds=0.2)
+    assert speed == pytest.approx(steps[-1].x.numel() / 0.01)
 
 
 @pytest.fixture
@@ -100,7 +135,7 @@ def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_spe
     settings = _settings(tmp_path / "r")
     assert settings["hidden_size"] == 16 and settings["dropout"] == 0.05
     assert settings["batch_size"] == autosize.REFERENCE["batch_size"]  # what was not given is still chosen
-    assert "yours: dropout, hidden_size" in done.stderr
+    assert "2x16, dropout 0.05, lr " in done.stderr and "yours: dropout, hidden_size (" in done.stderr
     assert fixed_speed[0].model.config.hidden_size == autosize.REFERENCE["hidden_size"]  # the speed means one thing
 
 
@@ -119,7 +154,7 @@ def test_no_sizing(corpus: Path, tmp_path: Path, fixed_speed: list[object], how:
     args = {"--no-auto": ["--max-time", "600", "--no-auto"], "--config": ["--max-time", "600", "--config", config],
             "no budget": [],
             "everything given": ["--max-time", "600", "--hidden-size", "24", "--num-layers", "1", "--dropout", "0",
-                                 "--batch-size", "4", "--seq-len", "8"]}[how]
+                                 "--lr", "0.01", "--batch-size", "4", "--seq-len", "8"]}[how]
     done = charrnn("train", corpus, "--steps", "2", *args, *CPU, "--out", tmp_path / "r", cwd=tmp_path)
     assert "auto-sized" not in done.stderr and not fixed_speed
     settings = _settings(tmp_path / "r")
