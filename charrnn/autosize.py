@@ -1,8 +1,9 @@
 """Auto-sizing: the model for a time budget.
 
-With ``--max-time`` and neither a config file nor ``--no-auto``, a new run's size and regularisation come from
-three numbers: the budget, the length of the training split, and this machine's speed, measured at the start by
-timing a few steps of the reference model (a 2x256 LSTM at batch 32 x 64, the corpus's own output layer).
+With ``--max-time`` and neither a config file nor ``--no-auto``, a new run's size, regularisation and learning
+rate come from three numbers: the budget, the length of the training split, and this machine's speed, measured
+at the start by timing a few steps of the reference model (a 2x256 LSTM at batch 32 x 64, the corpus's own
+output layer).
 What the budget buys is counted in updates of the reference model, ``U = seconds x chars/s / (32 x 64)``, and in
 the passes it would make over the training split, ``P = seconds x chars/s / characters``:
 
@@ -20,7 +21,7 @@ the passes it would make over the training split, ``P = seconds x chars/s / char
 
 Everything else keeps the defaults (warmup, a cosine decay that ends with the budget, weight decay 0.1).
 Settings given on the command line always win over the choice. The rule and the measurements it was fitted to:
-bench/RESULTS.md, "Defaults and auto-sizing" (bench/defaults.py).
+bench/RESULTS.md, "Defaults and auto-sizing" and "Auto-sizing chooses the learning rate" (bench/defaults.py).
 """
 
 from __future__ import annotations
