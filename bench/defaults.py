@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import tomllib
 import torch
-from quality import run_baseline
+from quality import run_baseline, train_cli
 
 import charrnn
+from charrnn.autosize import CHOSEN
 from charrnn.checkpoint import latest_of
 from charrnn.corpus import load_corpus
 from charrnn.data import split
+from charrnn.devices import cpu_flags
 from charrnn.evaluate import evaluate
 
 # Each configuration spells out every setting it depends on, so that it means the same whatever the defaults are.
@@ -71,8 +70,7 @@ SWEEP = [n for n in CONFIGS if n not in TUNING]
 def cpu_name() -> str:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags(info)]
     return f"{model} ({', '.join(extras) or 'no AVX-512'})"
 
 
@@ -90,15 +88,7 @@ def score(run_dir: Path, corpus: Path) -> float:
 
 
 def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", str(seconds), "--out", str(out),
-               "--device", "cpu", *flags]
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - start
-        if done.returncode:
-            sys.exit(f"charrnn train failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
+    with train_cli(corpus, seconds, ["--device", "cpu", *flags]) as (out, done, wall):
         settings = tomllib.loads((out / "config.toml").read_text())
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         steps = max(m["step"] for m in lines)
@@ -107,7 +97,7 @@ def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
         speed = {"first_quarter": round(sum(speeds[:quarter]) / quarter), "last_quarter":
                  round(sum(speeds[-quarter:]) / quarter)} if speeds else {}
         auto = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("auto-sized")]
-        chosen = {k: settings[k] for k in ("hidden_size", "num_layers", "dropout", "batch_size", "seq_len", "lr")}
+        chosen = {k: settings[k] for k in CHOSEN}
         return {"steps": steps, "val_loss": score(out, corpus), "wall_s": round(wall, 1), "chars_per_s": speed,
                 "chosen": chosen,
                 **({"auto_line": auto[0]} if auto else {})}

@@ -12,11 +12,13 @@ same function on the whole validation split (the last 10 %). Prints JSON lines.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -48,20 +50,30 @@ def run_baseline(corpus: Path, seconds: float, device: torch.device) -> dict:
     return {"impl": "baseline", "steps": steps, "val_loss": evaluate(model, val, device).loss}
 
 
-def run_charrnn(corpus: Path, seconds: float, config: Path | None, device: str, extra: list[str]) -> dict:
+@contextlib.contextmanager
+def train_cli(corpus: Path, seconds: float, args: list[str]) -> Iterator[tuple[Path, subprocess.CompletedProcess,
+                                                                               float]]:
+    """`charrnn train CORPUS --max-time SECONDS ARGS` into a temporary run directory: yields the directory, the
+    finished command (its output captured) and its wall-clock seconds; exits with its stderr where it failed."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", str(seconds), "--out", str(out),
-               "--device", device, *(["--config", str(config)] if config else []), *extra]
+               *args]
         start = time.perf_counter()
-        done = subprocess.run(cmd, stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - start
         if done.returncode:
             sys.exit(f"charrnn train failed (exit {done.returncode}): {' '.join(cmd)}\n{done.stderr[-3000:]}")
-        wall = time.perf_counter() - start
+        yield out, done, wall
+
+
+def run_charrnn(corpus: Path, seconds: float, config: Path | None, device: str, extra: list[str]) -> dict:
+    args = ["--device", device, *(["--config", str(config)] if config else []), *extra]
+    with train_cli(corpus, seconds, args) as (out, done, wall):
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         final = [m for m in lines if m["split"] == "val"][-1]
         return {"impl": "charrnn", "steps": final["step"], "val_loss": final["loss"], "wall_s": round(wall, 1),
-                "command": " ".join(cmd[1:])}
+                "command": " ".join(done.args[1:])}
 
 
 def main() -> None:

@@ -111,6 +111,6 @@ def autocast_dtype(precision: str, device: str = "cpu", max_time: float | None =
     H100 cuDNN's LSTM trained *slower* under bf16 autocast than in fp32 (bench/RESULTS.md)."""
     if precision != "auto":
         return torch.bfloat16 if precision == "bf16" else None
-    native = NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags)
-    short = max_time is not None and max_time <= BF16_MAX_TIME
-    return torch.bfloat16 if device == "cpu" and native and short else None
+    if device != "cpu" or max_time is None or max_time > BF16_MAX_TIME:
+        return None
+    return torch.bfloat16 if NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags) else None

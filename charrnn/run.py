@@ -119,7 +119,8 @@ def size_for_budget(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None,
     """Auto-sizing's choice for ``cfg.max_time``: the reference model's speed on this machine (at the batch shape
     the user gave, where they gave one: a short text may need it), measured on a throwaway copy before the run's
     seed is set, so that the run itself is what the seed makes it."""
-    shape = {k: v for k, v in autosize.REFERENCE.items() if k not in explicit or k not in ("batch_size", "seq_len")}
+    given_shape = explicit & {"batch_size", "seq_len"}
+    shape = {k: v for k, v in autosize.REFERENCE.items() if k not in given_shape}
     reference = dataclasses.replace(cfg, **shape, dropout=0.0, sample_every=0)
     train_tokens, val_tokens = splits(reference, corpus, validation)
     probe = Trainer(new_model(reference, corpus, validation), reference, train_tokens, val_tokens[:2],
