@@ -20,7 +20,9 @@ the passes it would make over the training split, ``P = seconds x chars/s / char
   250,000 characters every 250 steps, took ~20 % of a 100 s budget on a 10 MB corpus).
 
 Everything else keeps the defaults (warmup, a cosine decay that ends with the budget, weight decay 0.1).
-Settings given on the command line always win over the choice. The rule and the measurements it was fitted to:
+Settings given on the command line always win over the choice, and what follows from them follows them: a
+width of the user's gets the learning rate of the nearest width tuned, and validation is paced by the steps of
+the model that will train, at its batch shape. The rule and the measurements it was fitted to:
 bench/RESULTS.md, "Defaults and auto-sizing" and "Auto-sizing chooses the learning rate" (bench/defaults.py).
 """
 
@@ -36,9 +38,10 @@ from charrnn.train import Trainer
 
 REFERENCE = {"num_layers": 2, "hidden_size": 256, "batch_size": 32, "seq_len": 64}  # the shape the probe times
 CHOSEN = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "seq_len")  # what the rule sets
-# training chars/s of 2x128 and 2x384 against 2x256 at batch 32 x 64: steps in the same 100 s on a 2-core Xeon,
-# 2.7-3.0x and 0.48-0.52x with a full softmax, 1.8x and 0.49x with the adaptive one (bench/defaults.py)
-RELATIVE_SPEED = {128: 2.5, 256: 1.0, 384: 0.5}
+# training chars/s of 2x128 and 2x384 against 2x256 at batch 32 x 64, by output layer: steps in the same 100 s on a
+# 2-core Xeon, 2.7-3.0x and 0.48-0.52x with a full softmax; 1.84x and 0.49x with the adaptive one, whose cost does
+# not shrink with the recurrent layers (bench/results/defaults-100s.jsonl, Chinese)
+RELATIVE_SPEED = {"full": {128: 2.5, 256: 1.0, 384: 0.5}, "adaptive": {128: 1.8, 256: 1.0, 384: 0.5}}
 FEW_PASSES = 2.0
 COMPUTE_BOUND_UPDATES = 6_000
 LARGE_UPDATES = 16_000
@@ -51,25 +54,25 @@ MIN_EVAL_CHARS, MAX_EVAL_CHARS = 20_000, 250_000
 EVALUATIONS = 5  # evaluations during a timed run, besides the last
 EVAL_SHARE = 0.01  # of the budget, for each
 EVAL_SPEED = 3.0  # scoring chars/s against training chars/s (forward only), a cautious guess
-PROBE_SECONDS = 1.0
+PROBE_SECONDS, PROBE_SHARE = 1.0, 0.02  # the probe times steps for at most a second, and 2 % of a short budget
 
 
 @dataclass(frozen=True)
 class Choice:
     """The settings chosen for a budget, and the numbers they were chosen from."""
 
-    settings: dict[str, Any]
+    settings: dict[str, Any]  # what the run will use: the rule's choice and the settings the user gave
     seconds: float
     chars_per_s: float
     train_chars: int
     updates: float
     passes: float
+    yours: tuple[str, ...] = ()  # the chosen settings the user gave
 
-    def describe(self, yours: dict[str, Any] | None = None) -> str:
-        """One line: the settings the run will use and why; those the user gave (``yours``) are named as theirs."""
-        yours = {k: v for k, v in (yours or {}).items() if k in CHOSEN}
-        s = {**self.settings, **yours}
-        kept = f"; yours: {', '.join(sorted(yours))}" if yours else ""
+    def describe(self) -> str:
+        """One line: the settings the run will use and why; those the user gave are named as theirs."""
+        s = self.settings
+        kept = f"; yours: {', '.join(self.yours)}" if self.yours else ""
         return (f"auto-sized for {self.seconds:g}s: {s['num_layers']}x{s['hidden_size']}, dropout {s['dropout']:g}, "
                 f"lr {s['lr']:g}, batch {s['batch_size']}x{s['seq_len']}{kept} "
                 f"(measured {self.chars_per_s / 1000:.1f}k chars/s: "
@@ -77,8 +80,17 @@ class Choice:
                 f"{self.train_chars:,} training characters; --no-auto keeps the defaults)")
 
 
-def choose(seconds: float, chars_per_s: float, train_chars: int) -> Choice:
-    """The model for ``seconds`` of training at ``chars_per_s`` (the reference model's measured speed)."""
+def learning_rate(hidden: int) -> float:
+    """The peak learning rate for a width: that of the nearest one tuned (of two as near, the wider's)."""
+    return LEARNING_RATE[min(LEARNING_RATE, key=lambda width: (abs(width - hidden), -width))]
+
+
+def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool = False,
+           yours: dict[str, Any] | None = None, speed: float | None = None) -> Choice:
+    """The settings for ``seconds`` of training at ``chars_per_s`` (the reference model's measured speed, with the
+    adaptive output layer if ``adaptive``). Those in ``yours`` (the user's) are kept; ``speed`` is the training
+    chars/s of the model that will train where its width or depth is the user's (measured): the chosen width's
+    is RELATIVE_SPEED's estimate."""
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])
     passes = seconds * chars_per_s / max(train_chars, 1)
     hidden = 256
@@ -87,12 +99,16 @@ def choose(seconds: float, chars_per_s: float, train_chars: int) -> Choice:
     elif passes < FEW_PASSES and updates < COMPUTE_BOUND_UPDATES:
         hidden = 128
     dropout = next(d for limit, d in DROPOUT if passes < limit)
-    speed = chars_per_s * RELATIVE_SPEED[hidden]  # the chosen model's
+    yours = {k: v for k, v in (yours or {}).items() if k in CHOSEN}
+    width = yours.get("hidden_size", hidden)
+    s = {**REFERENCE, "hidden_size": hidden, "dropout": dropout, "lr": learning_rate(width), **yours}
+    if speed is None:
+        speed = chars_per_s * RELATIVE_SPEED["adaptive" if adaptive else "full"][hidden]
+    steps = seconds * speed / (s["batch_size"] * s["seq_len"])  # the run's, at its batch shape
     scored = EVAL_SHARE * seconds * EVAL_SPEED * speed  # characters one evaluation scores in its share
-    evaluation = {"eval_every": max(10, int(updates * RELATIVE_SPEED[hidden] / EVALUATIONS)),
+    evaluation = {"eval_every": max(10, int(steps / EVALUATIONS)),
                   "eval_chars": int(min(MAX_EVAL_CHARS, max(MIN_EVAL_CHARS, scored)))}
-    settings = {**REFERENCE, "hidden_size": hidden, "dropout": dropout, "lr": LEARNING_RATE[hidden], **evaluation}
-    return Choice(settings, seconds, chars_per_s, train_chars, updates, passes)
+    return Choice({**s, **evaluation}, seconds, chars_per_s, train_chars, updates, passes, tuple(sorted(yours)))
 
 
 def measure(trainer: Trainer, seconds: float = PROBE_SECONDS) -> float:

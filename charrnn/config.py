@@ -215,11 +215,6 @@ def given(path: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def resolve(path: Path | None, flags: dict[str, Any], base: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults < base (e.g. a warm start's model) < file < flags."""
-    return TrainConfig(**{**(base or {}), **given(path, flags)})
-
-
 # Settings a resumed run may change; any other change would make it a different run.
 RESUMABLE = frozenset({"steps", "max_time", "eval_every", "log_every", "keep", "device", "precision", "sample_every",
                        "sample_prefix"})

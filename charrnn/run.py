@@ -91,9 +91,7 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
     if init_from is not None:
         return _warm_start(given, config_file, flags, out, init_from, grow_vocab, encoding, errors, progress)
     given_values = config.given(config_file, flags)  # the config file is read once
-    cfg, explicit = TrainConfig(**given_values), set(given_values)
-    if cfg.max_time is not None and "steps" not in explicit:
-        cfg = dataclasses.replace(cfg, steps=config.LIMITS["steps"])  # the budget alone ends the run
+    cfg, explicit = _budgeted(TrainConfig(**given_values), given_values), set(given_values)
     sources = expand(given, encoding, errors)
     text = sources.load(encoding, errors, progress)
     warnings = [sources.warning] if sources.warning else []
@@ -106,7 +104,7 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
     if auto and cfg.max_time is not None and config_file is None and not set(autosize.CHOSEN) <= explicit:
         choice = size_for_budget(cfg, text, validation, explicit)
         cfg = dataclasses.replace(cfg, **{k: v for k, v in choice.settings.items() if k not in explicit})
-        notes.append(choice.describe({k: getattr(cfg, k) for k in explicit}))
+        notes.append(choice.describe())
     set_seed(cfg.seed)
     model = new_model(cfg, text, validation)
     run_dir = _check_new_run_dir(out) if out is not None else RUNS_ROOT / _default_name(sources.name)
@@ -117,15 +115,34 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
 def size_for_budget(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None,
                     explicit: set[str] = frozenset()) -> autosize.Choice:
     """Auto-sizing's choice for ``cfg.max_time``: the reference model's speed on this machine (at the batch shape
-    the user gave, where they gave one: a short text may need it), measured on a throwaway copy before the run's
-    seed is set, so that the run itself is what the seed makes it."""
+    the user gave, where they gave one: a short text may need it), and where the user gave the width or depth,
+    their model's too (it paces validation). Measured on throwaway models before the run's seed is set, so that
+    the run itself is what the seed makes it."""
+    device = devices.for_worker(cfg.device, dist.SOLO)  # TF32 on CUDA, as the run will have it
+    seconds = min(autosize.PROBE_SECONDS, autosize.PROBE_SHARE * cfg.max_time)
+
+    def probe(probed: TrainConfig) -> tuple[float, bool, int]:
+        train_tokens, val_tokens = splits(probed, corpus, validation)
+        trainer = Trainer(new_model(probed, corpus, validation), probed, train_tokens, val_tokens[:2], device)
+        adaptive = isinstance(trainer.model.head, AdaptiveHead)
+        return autosize.measure(trainer, seconds), adaptive, len(train_tokens)
+
     given_shape = explicit & {"batch_size", "seq_len"}
     shape = {k: v for k, v in autosize.REFERENCE.items() if k not in given_shape}
-    reference = dataclasses.replace(cfg, **shape, dropout=0.0, sample_every=0)
-    train_tokens, val_tokens = splits(reference, corpus, validation)
-    probe = Trainer(new_model(reference, corpus, validation), reference, train_tokens, val_tokens[:2],
-                    devices.resolve(cfg.device))
-    return autosize.choose(cfg.max_time, autosize.measure(probe), len(train_tokens))
+    speed, adaptive, train_chars = probe(dataclasses.replace(cfg, **shape, dropout=0.0, sample_every=0))
+    yours = {k: getattr(cfg, k) for k in explicit}
+    choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours)
+    if explicit & {"hidden_size", "num_layers"}:
+        own = dataclasses.replace(cfg, **{**choice.settings, "dropout": 0.0, "sample_every": 0})
+        choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours, probe(own)[0])
+    return choice
+
+
+def _budgeted(cfg: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """With a time budget and no number of steps given, the clock alone ends the run."""
+    if cfg.max_time is not None and "steps" not in given:
+        return dataclasses.replace(cfg, steps=config.LIMITS["steps"])
+    return cfg
 
 
 def splits(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None) -> tuple[Any, Any]:
@@ -197,7 +214,9 @@ def _warm_start(given: tuple[Path, ...], config_file: Path | None, flags: dict[s
     """A new run (fresh optimizer and step count) whose model starts from another run's weights."""
     ckpt = checkpoint.find(init_from, RUNS_ROOT)
     old = ckpt.model_config
-    cfg = config.resolve(config_file, flags, base={k: getattr(old, k) for k in config.MODEL_SETTINGS})
+    given_values = config.given(config_file, flags)
+    cfg = _budgeted(TrainConfig(**{**{k: getattr(old, k) for k in config.MODEL_SETTINGS}, **given_values}),
+                    given_values)
     for key in config.MODEL_SETTINGS:
         if getattr(cfg, key) != getattr(old, key):
             raise CharRNNError(f"{key} is {getattr(cfg, key)!r} but --init-from {init_from} has "

@@ -12,7 +12,7 @@ from charrnn import autosize, run
 from charrnn.autosize import choose
 from charrnn.config import LIMITS, TrainConfig
 from charrnn.data import split
-from tests.helpers import CPU, charrnn, make_trainer
+from tests.helpers import CPU, charrnn, make_trainer, tiny_run
 
 MB = 1_000_000
 SPEED = 50_000  # chars/s of the reference model: a fast laptop CPU
@@ -58,10 +58,11 @@ def test_a_slower_machine_is_a_smaller_budget():
     assert slow.settings["hidden_size"] <= fast.settings["hidden_size"]
 
 
-def test_validation_costs_a_small_share_of_any_budget():
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_validation_costs_a_small_share_of_any_budget(head: str):
     for seconds, chars in ((30, MB), (100, 10 * MB), (600, 10 * MB), (3600, 100 * MB)):
-        choice = choose(seconds, SPEED, chars)
-        speed = SPEED * autosize.RELATIVE_SPEED[choice.settings["hidden_size"]]
+        choice = choose(seconds, SPEED, chars, adaptive=head == "adaptive")
+        speed = SPEED * autosize.RELATIVE_SPEED[head][choice.settings["hidden_size"]]
         updates = seconds * speed / 2048
         assert updates / choice.settings["eval_every"] == pytest.approx(autosize.EVALUATIONS, rel=0.05)
         scoring = choice.settings["eval_chars"] / (autosize.EVAL_SPEED * speed)  # seconds per evaluation
@@ -69,9 +70,22 @@ def test_validation_costs_a_small_share_of_any_budget():
 
 
 def test_the_line_says_what_was_chosen_and_why():
-    line = choose(100, 27_300, 1_003_854).describe({"dropout": 0.25, "lr": 3e-3, "steps": 9})
+    line = choose(100, 27_300, 1_003_854, yours={"dropout": 0.25, "lr": 3e-3, "steps": 9}).describe()
     assert line.startswith("auto-sized for 100s: 2x256, dropout 0.25, lr 0.003, batch 32x64; yours: dropout, lr (")
     assert "27.3k chars/s" in line and "1,003,854 training characters" in line and "--no-auto" in line
+
+
+def test_what_follows_from_a_setting_of_yours_follows_it():
+    rule = choose(60, 20_000, 10 * MB).settings  # ~590 updates on a long text: the rule's 2x128, at 2e-2
+    assert rule["hidden_size"] == 128 and rule["lr"] == 2e-2
+    wide = choose(60, 20_000, 10 * MB, yours={"hidden_size": 1024}).settings
+    assert wide["hidden_size"] == 1024 and wide["lr"] == autosize.LEARNING_RATE[384]  # the nearest tuned width
+    assert choose(60, 20_000, 10 * MB, yours={"hidden_size": 192}).settings["lr"] == autosize.LEARNING_RATE[256]
+    assert choose(60, 20_000, 10 * MB, yours={"hidden_size": 1024, "lr": 0.5}).settings["lr"] == 0.5
+    small_batch = choose(100, SPEED, MB, yours={"batch_size": 8}).settings  # four steps where 32 makes one
+    assert small_batch["eval_every"] == pytest.approx(4 * choose(100, SPEED, MB).settings["eval_every"], rel=0.01)
+    slow = choose(100, SPEED, MB, yours={"hidden_size": 1024}, speed=SPEED / 20).settings  # a measured speed
+    assert slow["eval_every"] == max(10, int(100 * SPEED / 20 / 2048 / autosize.EVALUATIONS))
 
 
 def test_the_probe_measures_training_speed(corpus: Path, tiny: TrainConfig):
@@ -129,6 +143,17 @@ def test_a_timed_run_is_sized_for_its_budget(corpus: Path, tmp_path: Path, fixed
     assert fixed_speed[0].model.config.hidden_size == autosize.REFERENCE["hidden_size"]  # the probe's shape
 
 
+def test_a_large_vocabulary_is_sized_with_the_adaptive_heads_speeds(tmp_path: Path, fixed_speed: list[object]):
+    text = tmp_path / "hanzi.txt"  # 2,500 distinct characters: the adaptive head (ADAPTIVE_VOCAB)
+    rng = np.random.default_rng(0)
+    text.write_text("".join(chr(0x4E00 + int(i)) for i in rng.zipf(1.3, 300_000) % 2500), encoding="utf-8")
+    setup = run.prepare(text, flags={"max_time": 5.0, "device": "cpu", "embedding_size": 8}, out=tmp_path / "r")
+    train, _ = split(np.zeros(300_000), TrainConfig().val_fraction)
+    adaptive, full = (choose(5, SPEED, len(train), adaptive=a).settings for a in (True, False))
+    assert adaptive["hidden_size"] == 128 and adaptive["eval_every"] != full["eval_every"]
+    assert setup.cfg.eval_every == adaptive["eval_every"]
+
+
 def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
     done = charrnn("train", corpus, "--max-time", "600", "--steps", "2", "--hidden-size", "16", "--dropout", "0.05",
                    *CPU, "--out", tmp_path / "r", cwd=tmp_path)
@@ -136,7 +161,21 @@ def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_spe
     assert settings["hidden_size"] == 16 and settings["dropout"] == 0.05
     assert settings["batch_size"] == autosize.REFERENCE["batch_size"]  # what was not given is still chosen
     assert "2x16, dropout 0.05, lr " in done.stderr and "yours: dropout, hidden_size (" in done.stderr
-    assert fixed_speed[0].model.config.hidden_size == autosize.REFERENCE["hidden_size"]  # the speed means one thing
+    reference, yours = (trainer.model.config.hidden_size for trainer in fixed_speed)
+    assert reference == autosize.REFERENCE["hidden_size"]  # the speed the rule reads means one thing
+    assert yours == 16  # the speed of the model that trains paces its validation
+    train, _ = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
+    expected = choose(600, SPEED, len(train), yours={"hidden_size": 16, "dropout": 0.05}, speed=SPEED)
+    assert settings["eval_every"] == expected.settings["eval_every"]
+
+
+def test_the_probe_takes_a_small_share_of_a_short_budget(corpus: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    given: list[float] = []
+    monkeypatch.setattr(autosize, "measure", lambda trainer, seconds: given.append(seconds) or SPEED)
+    for budget in (5.0, 600.0):
+        run.prepare(corpus, flags={"max_time": budget, "device": "cpu"}, out=tmp_path / f"r{budget}")
+    assert given == [pytest.approx(0.1), autosize.PROBE_SECONDS]
 
 
 def test_a_short_text_is_probed_at_the_batch_shape_given(tmp_path: Path, fixed_speed: list[object]):
@@ -167,6 +206,10 @@ def test_a_budget_without_steps_is_ended_by_the_clock_alone(corpus: Path, tmp_pa
     assert setup.cfg.steps == LIMITS["steps"]
     setup = run.prepare(corpus, flags={"max_time": 5.0, "steps": 7, "device": "cpu"}, out=tmp_path / "r", auto=False)
     assert setup.cfg.steps == 7
+    (tmp_path / "old").mkdir()
+    trained, _ = tiny_run(tmp_path / "old")  # a warm start too
+    setup = run.prepare(corpus, init_from=trained, flags={"max_time": 5.0, "device": "cpu"}, out=tmp_path / "w")
+    assert setup.cfg.steps == LIMITS["steps"]
 
 
 def test_the_probe_does_not_change_what_the_seed_makes(corpus: Path, tmp_path: Path, fixed_speed: list[object]):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.config import TrainConfig, check_seed, load_file, resolve, to_toml
+from charrnn.config import TrainConfig, check_seed, given, load_file, to_toml
 from charrnn.errors import CharRNNError
 
 
@@ -15,7 +15,7 @@ def test_defaults_are_valid():
 def test_precedence_defaults_file_flags(tmp_path: Path):
     path = tmp_path / "c.toml"
     path.write_text('hidden_size = 32\nlr = 1\ncell = "gru"\n')
-    cfg = resolve(path, {"hidden_size": 48, "steps": None})
+    cfg = TrainConfig(**given(path, {"hidden_size": 48, "steps": None}))
     assert cfg.hidden_size == 48  # flag beats file
     assert cfg.cell == "gru"  # file beats default
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)  # ints are accepted for floats
@@ -27,7 +27,7 @@ def test_toml_round_trip(tmp_path: Path, prefix: str):
     cfg = TrainConfig(hidden_size=7, max_time=12.5, cell="rnn", sample_prefix=prefix)
     path = tmp_path / "c.toml"
     path.write_text(to_toml(cfg.to_dict()), encoding="utf-8")
-    assert resolve(path, {}) == cfg
+    assert TrainConfig(**given(path, {})) == cfg
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_bad_values(bad: dict):
 
 def test_shipped_configs_load():
     for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.toml")):
-        resolve(path, {})
+        TrainConfig(**given(path, {}))
 
 
 # Hardening, round two (issue 10): seeds, sizes, types and non-finite numbers are refused up front.
@@ -120,4 +120,4 @@ def test_inf_in_a_toml_file_names_the_setting(tmp_path: Path):
     path = tmp_path / "c.toml"
     path.write_text("weight_decay = inf\n")
     with pytest.raises(CharRNNError, match="weight_decay must be a finite number, not inf"):
-        resolve(path, {})
+        TrainConfig(**given(path, {}))
