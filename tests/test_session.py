@@ -196,11 +196,15 @@ class Terminal:
 
 
 def _controlling_terminal() -> None:
+    """The child's own session on the pseudo-terminal, with Ctrl-C's SIGINT as a user's shell delivers it (a test
+    suite run as a background job, `pytest &`, would otherwise hand its ignored SIGINT on to the child)."""
     import fcntl
+    import signal
     import termios
 
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # The real command twice in one process (torch loads once): the first time left with Ctrl-D, the second with Ctrl-C.
