@@ -7,6 +7,9 @@ committed to the repository; each is written to a directory you name).
 - python.txt: Python source of the standard library (/usr/lib/python3*), files concatenated in path order.
 - licences.txt: English legal prose: /usr/share/common-licenses and the packages' copyright files.
 - logs.txt: generated web-server-like log lines with known structure (timestamps, IPs, paths, status codes).
+- json.txt: JSON documents as they are on disk (indented): the AWS API descriptions that botocore installs
+  (`botocore/data/*/*/service-2.json`, Apache-2.0), wherever a Python or the Google Cloud SDK keeps them;
+  skipped where none is installed.
 - chinese.txt (with --jieba-dict): Chinese-like text with thousands of distinct characters: words drawn by
   their corpus frequency from the jieba word list (`pip download jieba`, MIT licence), in clauses and sentences
   with Chinese punctuation. Not real prose (no grammar), but its character frequencies are those of Chinese.
@@ -64,6 +67,13 @@ def logs(size: int, seed: int = 0) -> str:
     return "".join(out)[:size]
 
 
+def json_documents(size: int) -> str:
+    roots = [Path(sys.prefix), Path(sys.base_prefix), Path("/usr/lib"), Path("/root/.pyenv")]
+    found = {p.resolve() for root in roots if root.is_dir() for p in root.rglob("botocore/data/*/*/service-2.json")}
+    by_name = {p.relative_to(p.parents[2]): p for p in sorted(found)}  # one copy of each API, whichever install
+    return _concat([by_name[k] for k in sorted(by_name)], size)
+
+
 def chinese(dict_path: Path, size: int, seed: int = 0) -> str:
     words, weights = [], []
     for line in dict_path.read_text(encoding="utf-8").splitlines():
@@ -91,13 +101,16 @@ def main() -> None:
     p.add_argument("--jieba-dict", type=Path)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    size = {name: args.size for name in ("python", "licences", "logs", "chinese")}
+    size = {name: args.size for name in ("python", "licences", "logs", "json", "chinese")}
     size.update({name: int(n) for name, n in (item.split("=") for item in args.sizes.split(",") if item)})
     corpora = {"python": python_source(size["python"]), "licences": licences(size["licences"]),
-               "logs": logs(size["logs"])}
+               "logs": logs(size["logs"]), "json": json_documents(size["json"])}
     if args.jieba_dict:
         corpora["chinese"] = chinese(args.jieba_dict, size["chinese"])
     for name, text in corpora.items():
+        if not text:
+            print(f"{name}: nothing of this kind on the machine, skipped", file=sys.stderr)
+            continue
         path = args.out / f"{name}.txt"
         path.write_text(text, encoding="utf-8")
         print(json.dumps({"corpus": name, "path": str(path), "chars": len(text), "distinct": len(set(text))}))

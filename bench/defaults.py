@@ -67,11 +67,20 @@ TUNING = {
     "h256-d0.3-lr1e-2": [*GRID["h256-d0.3"], "--lr", "1e-2"],
     "h384-d0.2-lr1e-2": [*GRID["h384-d0.2"], "--lr", "1e-2"],
     "h384-d0.3-lr1e-2": [*GRID["h384-d0.2"], "--dropout", "0.3", "--lr", "1e-2"],
+    # longer windows, the same characters per step (session 8: lines of the logs are longer than 64 characters)
+    "h256-d0-lr1e-2-s128": [*GRID["h256-d0"], "--lr", "1e-2", "--seq-len", "128", "--batch-size", "16"],
+    "h256-d0-lr1e-2-s256": [*GRID["h256-d0"], "--lr", "1e-2", "--seq-len", "256", "--batch-size", "8"],
 }
+# checks, not configurations to beat (run with --only): auto and a fixed configuration with other seeds (other
+# initial weights and batches), how far apart two runs of one configuration land, the noise under every gap in
+# the tables; and the fixed 2x128 validating as auto paces it on a 3 MB text at 100 s
+CHECKS = {**{f"auto-seed{n}": ["--seed", str(n)] for n in (1, 2)},
+          **{f"h128-d0-lr2e-2-seed{n}": [*TUNING["h128-d0-lr2e-2"], "--seed", str(n)] for n in (1, 2)},
+          "h128-d0-lr2e-2-paced": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "586", "--eval-chars", "180000"]}
 # auto-sizing with the full softmax instead of the adaptive one (the comparison for large vocabularies)
-CONFIGS = {"auto": [], **GRID, "baseline": None, "auto-full-softmax": ["--softmax", "full"], **TUNING}
-SWEEP = [n for n in CONFIGS if n not in TUNING]
-NOT_GRID = ("auto", "auto-full-softmax", "baseline")  # every other configuration is a fixed setting to beat
+CONFIGS = {"auto": [], **GRID, "baseline": None, "auto-full-softmax": ["--softmax", "full"], **TUNING, **CHECKS}
+SWEEP = [n for n in CONFIGS if n not in TUNING and n not in CHECKS]
+NOT_GRID = ("auto", "auto-full-softmax", "baseline", *CHECKS)  # every other configuration is a fixed setting to beat
 
 
 def cpu_name() -> str:
