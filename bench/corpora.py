@@ -6,7 +6,8 @@ committed to the repository; each is written to a directory you name).
 
 - python.txt: Python source of the standard library (/usr/lib/python3*), files concatenated in path order.
 - licences.txt: English legal prose: /usr/share/common-licenses and the packages' copyright files.
-- logs.txt: generated web-server-like log lines with known structure (timestamps, IPs, paths, status codes).
+- logs.txt: generated web-server-like log lines with known structure (timestamps, IPs, paths, status codes), and
+  so a known floor: the entropy of the generator's random choices (`floor_nats`, 0.263 nats/char at 3 MB).
 - json.txt: JSON documents as they are on disk (indented): the AWS API descriptions that botocore installs
   (`botocore/data/*/*/service-2.json`, Apache-2.0), wherever a Python or the Google Cloud SDK keeps them;
   skipped where none is installed.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import random
 import sys
 from pathlib import Path
@@ -74,6 +76,15 @@ def json_documents(size: int) -> str:
     return _concat([by_name[k] for k in sorted(by_name)], size)
 
 
+def logs_floor(text: str) -> float:
+    """The entropy of logs()'s random choices per character of ``text`` (nats): no model can score below it."""
+    bits = (math.log2(10) + math.log2(254) + math.log2(4) + math.log2(7)  # IP, time step, path
+            + (math.log2(999) + math.log2(6)) / 7  # the path's item number or search word
+            - sum(p * math.log2(p) for p in (0.8, 0.1, 0.08, 0.02))  # status
+            + 0.8 * math.log2(50001) + math.log2(3))  # bytes (status 200), agent
+    return text.count("\n") * bits * math.log(2) / len(text)
+
+
 def chinese(dict_path: Path, size: int, seed: int = 0) -> str:
     words, weights = [], []
     for line in dict_path.read_text(encoding="utf-8").splitlines():
@@ -113,7 +124,8 @@ def main() -> None:
             continue
         path = args.out / f"{name}.txt"
         path.write_text(text, encoding="utf-8")
-        print(json.dumps({"corpus": name, "path": str(path), "chars": len(text), "distinct": len(set(text))}))
+        floor = {"floor_nats": round(logs_floor(text), 4)} if name == "logs" else {}
+        print(json.dumps({"corpus": name, "path": str(path), "chars": len(text), "distinct": len(set(text)), **floor}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,12 @@
 """devices.py: threads and noticing contention for the CPU (resolving --device is tested through the CLI)."""
 
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -58,3 +65,51 @@ def test_auto_precision_is_bf16_only_where_it_measured_better(cpuinfo, device, m
 def test_explicit_precision_is_obeyed_on_any_cpu():
     assert devices.autocast_dtype("bf16", "cpu", None, frozenset()) is torch.bfloat16
     assert devices.autocast_dtype("fp32", "cpu", 100.0, devices.cpu_flags(XEON_BF16)) is None
+
+
+# `charrnn train` entered with or without the setting (main() makes it; app() alone does not)
+_ENTER = """
+import sys
+from charrnn import devices
+from charrnn.cli import app
+if sys.argv[1] == "reuse":
+    assert devices.reuse_freed_memory()
+app(sys.argv[2:], prog_name="charrnn")
+"""
+
+
+def _page_faults(mode: str, corpus: Path, out: Path) -> int:
+    """The fresh pages the kernel handed a training run of 2x256 for 80 steps (minor page faults)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+    done = subprocess.run([sys.executable, "-c", _ENTER, mode, "train", str(corpus), "--steps", "80", "--hidden-size",
+                           "256", "--eval-every", "1000", "--eval-chars", "2000", "--device", "cpu", "--out", str(out)],
+                          capture_output=True, text=True, env=environ)
+    assert done.returncode == 0, done.stderr
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt - before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_training_reuses_freed_memory_instead_of_faulting_in_fresh_pages(corpus: Path, tmp_path: Path):
+    # measured in bench/allocator.py: ~10,000 page faults a step without, a few hundred with
+    assert _page_faults("reuse", corpus, tmp_path / "a") * 3 < _page_faults("default", corpus, tmp_path / "b")
+
+
+def test_an_allocator_the_user_chose_is_left_alone(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not devices.reuse_freed_memory()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    assert not devices.reuse_freed_memory()
+
+
+def test_every_command_reuses_freed_memory(monkeypatch: pytest.MonkeyPatch):
+    import charrnn.cli
+
+    calls = []
+    monkeypatch.setattr(devices, "reuse_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(sys, "argv", ["charrnn", "--version"])
+    with pytest.raises(SystemExit):
+        charrnn.cli.main()
+    assert calls == [1]

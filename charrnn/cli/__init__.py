@@ -22,7 +22,7 @@ from typing import Annotated
 
 import typer
 
-from charrnn import __version__
+from charrnn import __version__, devices
 from charrnn.cli import (  # noqa: F401 - each module registers its command on app
     evaluate,
     export,
@@ -51,4 +51,5 @@ def _root(
 
 
 def main() -> None:
+    devices.reuse_freed_memory()  # every command: training ran up to 1.6x faster on a CPU (devices.py)
     app(prog_name="charrnn")
