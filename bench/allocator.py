@@ -17,14 +17,14 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from quality import train_cli
 
 MODELS = {"2x128": ["--hidden-size", "128"], "2x256": ["--hidden-size", "256"], "2x384": ["--hidden-size", "384"]}
 FIXED = ["--num-layers", "2", "--dropout", "0", "--lr", "6e-3", "--batch-size", "32", "--seq-len", "64",
          "--eval-every", "1000000", "--eval-chars", "20000", "--device", "cpu"]
+# the command line entered with the setting or without it (main() makes it; app() alone does not)
 ENTER = """
 import sys
 from charrnn import devices
@@ -36,14 +36,9 @@ app(sys.argv[2:], prog_name="charrnn")
 
 
 def run(mode: str, corpus: Path, seconds: float, model: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        done = subprocess.run([sys.executable, "-c", ENTER, mode, "train", str(corpus), "--max-time", str(seconds),
-                               *FIXED, *model, "--out", str(out)], capture_output=True, text=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with train_cli(corpus, seconds, [*FIXED, *model], entry=("-c", ENTER, mode)) as (out, _, _):
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if done.returncode != 0:
-            sys.exit(done.stderr)
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     speeds = [m["chars_per_s"] for m in lines if m["split"] == "train" and m.get("chars_per_s")]
     return {"steps": max(m["step"] for m in lines), "chars_per_s": round(statistics.mean(speeds)),

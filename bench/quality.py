@@ -51,14 +51,14 @@ def run_baseline(corpus: Path, seconds: float, device: torch.device) -> dict:
 
 
 @contextlib.contextmanager
-def train_cli(corpus: Path, seconds: float, args: list[str]) -> Iterator[tuple[Path, subprocess.CompletedProcess,
-                                                                               float]]:
+def train_cli(corpus: Path, seconds: float, args: list[str], entry: tuple[str, ...] = ("-m", "charrnn")
+              ) -> Iterator[tuple[Path, subprocess.CompletedProcess, float]]:
     """`charrnn train CORPUS --max-time SECONDS ARGS` into a temporary run directory: yields the directory, the
-    finished command (its output captured) and its wall-clock seconds; exits with its stderr where it failed."""
+    finished command (its output captured) and its wall-clock seconds; exits with its stderr where it failed.
+    ``entry`` is how Python enters the command line (the module's main() by default)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "charrnn", "train", str(corpus), "--max-time", str(seconds), "--out", str(out),
-               *args]
+        cmd = [sys.executable, *entry, "train", str(corpus), "--max-time", str(seconds), "--out", str(out), *args]
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - start

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,15 +64,21 @@ MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts: smaller blocks come from
 TRIM_THRESHOLD = 1 << 30  # free memory at the top of the heap kept for the next step, up to this much
 
 
+def on_glibc() -> bool:
+    """Whether this process runs on glibc (asked of the C library itself, not read from the executable)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (AttributeError, ValueError, OSError):  # no confstr, or no such name: not glibc
+        return False
+
+
 def reuse_freed_memory() -> bool:
     """Make glibc's malloc keep the memory a step frees for the next one instead of returning it to the kernel.
     Left alone where the user chose (``MALLOC_*_THRESHOLD_`` set, an allocator preloaded) or the C library is
     not glibc. Returns whether it was done. The command line does this for every command; a program that
     trains with the library calls it once, first."""
     chosen = any(k.startswith("MALLOC_") and k.endswith("THRESHOLD_") for k in os.environ)
-    if sys.platform != "linux" or chosen or "malloc" in os.environ.get("LD_PRELOAD", ""):
-        return False
-    if platform.libc_ver()[0] != "glibc":
+    if not on_glibc() or chosen or "malloc" in os.environ.get("LD_PRELOAD", ""):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
