@@ -55,6 +55,7 @@ GRID = {
 # learning rate, batch and depth around the small model (session 6: the choice of learning rate and batch);
 # run with --only, not part of the default sweep (later flags override earlier ones)
 TUNING = {
+    "h128-d0-lr3e-3": [*GRID["h128-d0"], "--lr", "3e-3"],
     "h128-d0-lr1e-2": [*GRID["h128-d0"], "--lr", "1e-2"],
     "h128-d0-lr2e-2": [*GRID["h128-d0"], "--lr", "2e-2"],
     "h128-d0-lr3e-2": [*GRID["h128-d0"], "--lr", "3e-2"],

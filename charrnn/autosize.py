@@ -8,7 +8,7 @@ What the budget buys is counted in updates of the reference model, ``U = seconds
 the passes it would make over the training split, ``P = seconds x chars/s / characters``:
 
 - the model is 2x128, without dropout, while the budget is worth a few passes (P < ``FEW_PASSES``) and
-  U < ``COMPUTE_BOUND_UPDATES``: compute, not text, is then what is short, and a smaller model makes ~2.5x the
+  U < ``COMPUTE_BOUND_UPDATES``: compute, not text, is then what is short, and a smaller model makes ~2-2.6x the
   updates (at 100 s, 2x128 beat every 2x256 on the Chinese-like text at P = 2.0 and tiny shakespeare at 2.8);
   2x384 from ``LARGE_UPDATES`` on a training split of at least ``LARGE_CORPUS`` characters; 2x256 otherwise;
 - the 2x256's and 2x384's dropout grows with P (``DROPOUT``): a model that sees its text many times over learns
@@ -39,9 +39,10 @@ from charrnn.train import Trainer
 REFERENCE = {"num_layers": 2, "hidden_size": 256, "batch_size": 32, "seq_len": 64}  # the shape the probe times
 CHOSEN = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "seq_len")  # what the rule sets
 # training chars/s of 2x128 and 2x384 against 2x256 at batch 32 x 64, by output layer: steps in the same 100 s on a
-# 2-core Xeon, 2.7-3.0x and 0.48-0.52x with a full softmax; 1.84x and 0.49x with the adaptive one, whose cost does
-# not shrink with the recurrent layers (bench/results/defaults-100s.jsonl, Chinese)
-RELATIVE_SPEED = {"full": {128: 2.5, 256: 1.0, 384: 0.5}, "adaptive": {128: 1.8, 256: 1.0, 384: 0.5}}
+# 2-core Xeon with freed memory reused, 2.5-2.7x and 0.42x with a full softmax (Python source), 1.95-2.0x and 0.73x
+# with the adaptive one, whose cost does not shrink with the recurrent layers (Chinese-like text;
+# bench/results/grid-s9-100s.jsonl)
+RELATIVE_SPEED = {"full": {128: 2.6, 256: 1.0, 384: 0.45}, "adaptive": {128: 2.0, 256: 1.0, 384: 0.7}}
 FEW_PASSES = 4.0
 COMPUTE_BOUND_UPDATES = 6_000
 LARGE_UPDATES = 16_000
