@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -76,13 +77,18 @@ def json_documents(size: int) -> str:
     return _concat([by_name[k] for k in sorted(by_name)], size)
 
 
+# one line of logs(), its fields named, and the entropy of each field's random choices in bits per line
+LOG_LINE = re.compile(r'(?P<ip>10\.0\.\d+\.\d+) - - \[(?P<time>\d+)\] "GET (?P<path>\S+) HTTP/1\.1" (?P<status>\d+) '
+                      r'(?P<bytes>\d+) "(?P<agent>[^"]+)"\n')
+FIELD_BITS = {"ip": math.log2(10) + math.log2(254), "time": math.log2(4),  # the step from the previous line's
+              "path": math.log2(7) + (math.log2(999) + math.log2(6)) / 7,  # the path, its item number or word
+              "status": -sum(p * math.log2(p) for p in (0.8, 0.1, 0.08, 0.02)),
+              "bytes": 0.8 * math.log2(50001), "agent": math.log2(3)}  # bytes only for status 200
+
+
 def logs_floor(text: str) -> float:
     """The entropy of logs()'s random choices per character of ``text`` (nats): no model can score below it."""
-    bits = (math.log2(10) + math.log2(254) + math.log2(4) + math.log2(7)  # IP, time step, path
-            + (math.log2(999) + math.log2(6)) / 7  # the path's item number or search word
-            - sum(p * math.log2(p) for p in (0.8, 0.1, 0.08, 0.02))  # status
-            + 0.8 * math.log2(50001) + math.log2(3))  # bytes (status 200), agent
-    return text.count("\n") * bits * math.log(2) / len(text)
+    return text.count("\n") * sum(FIELD_BITS.values()) * math.log(2) / len(text)
 
 
 def chinese(dict_path: Path, size: int, seed: int = 0) -> str:
