@@ -81,9 +81,10 @@ CHECKS = {**AUTO_SEEDS,
           **{f"h128-d0-lr2e-2-seed{n}": [*TUNING["h128-d0-lr2e-2"], "--seed", str(n)] for n in (1, 2)},
           "h128-d0-lr2e-2-paced": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "586", "--eval-chars", "180000"],
           # ... and as auto paced it on the Chinese-like text at 100 s in session 9, three seeds
-          **{f"h128-d0-lr2e-2-paced374{seed}": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "374", "--eval-chars",
-                                                  "115000", *flags] for seed, flags in
-             (("", []), ("-seed1", ["--seed", "1"]), ("-seed2", ["--seed", "2"]))}}
+          **{f"h128-d0-lr2e-2-paced374{light}{seed}": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "374",
+                                                         "--eval-chars", chars, *flags]
+             for light, chars in (("", "115000"), ("-half", "57500"))  # and with half the characters scored
+             for seed, flags in (("", []), ("-seed1", ["--seed", "1"]), ("-seed2", ["--seed", "2"]))}}
 # auto-sizing with the full softmax instead of the adaptive one (the comparison for large vocabularies)
 CONFIGS = {"auto": [], **GRID, "baseline": None, "auto-full-softmax": ["--softmax", "full"], **TUNING, **CHECKS}
 SWEEP = [n for n in CONFIGS if n not in TUNING and n not in CHECKS]
