@@ -81,6 +81,9 @@ app(sys.argv[2:], prog_name="charrnn")
 def _page_faults(mode: str, corpus: Path, out: Path) -> int:
     """The fresh pages the kernel handed a training run of 2x256 for 80 steps (minor page faults)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    if mode == "default":  # glibc's starting thresholds, held: left free, glibc raises them after a large block is
+        # freed, and a run without the setting sometimes warmed itself (162k faults once against 420-580k)
+        environ |= {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
     done = subprocess.run([sys.executable, "-c", _ENTER, mode, "train", str(corpus), "--steps", "80", "--hidden-size",
                            "256", "--eval-every", "1000", "--eval-chars", "2000", "--device", "cpu", "--out", str(out)],
