@@ -86,9 +86,14 @@ FIELD_BITS = {"ip": math.log2(10) + math.log2(254), "time": math.log2(4),  # the
               "bytes": 0.8 * math.log2(50001), "agent": math.log2(3)}  # bytes only for status 200
 
 
+def field_floors(text: str) -> dict[str, float]:
+    """The entropy of each field's random choices per character of logs() ``text`` (nats)."""
+    return {name: text.count("\n") * bits * math.log(2) / len(text) for name, bits in FIELD_BITS.items()}
+
+
 def logs_floor(text: str) -> float:
     """The entropy of logs()'s random choices per character of ``text`` (nats): no model can score below it."""
-    return text.count("\n") * sum(FIELD_BITS.values()) * math.log(2) / len(text)
+    return sum(field_floors(text).values())
 
 
 def chinese(dict_path: Path, size: int, seed: int = 0) -> str:

@@ -1,5 +1,5 @@
 """What one of auto's evaluations costs: seconds to score CHARS validation characters with the 2x128 auto picks
-at 100 s, against its training steps (timed for 5 s after 5 untimed ones), freed memory reused as the CLI does.
+at 100 s, against its training steps (timed as auto's probe times them, for 5 s), freed memory reused as the CLI does.
 
     python bench/eval_cost.py CORPUS CHARS        # e.g. /tmp/corpora/chinese.txt 127800
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from charrnn import autosize
 from charrnn.config import TrainConfig
 from charrnn.corpus import load_corpus
 from charrnn.data import split
@@ -36,13 +37,7 @@ def main() -> None:
     cfg = TrainConfig(hidden_size=128, num_layers=2, dropout=0.0, lr=2e-2, batch_size=32, seq_len=64)
     model = new_model(cfg, corpus, None)
     trainer = Trainer(model, cfg, train, val[:2], torch.device("cpu"))
-    for _ in range(5):
-        trainer.train_step(next(trainer.batches))
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 5:
-        trainer.train_step(next(trainer.batches))
-        steps += 1
-    step = (time.perf_counter() - start) / steps
+    step = cfg.batch_size * cfg.seq_len / autosize.measure(trainer, seconds=5.0)  # seconds a step, median
     for _ in range(2):
         start = time.perf_counter()
         evaluate(model, np.asarray(val[:args.chars]), torch.device("cpu"))

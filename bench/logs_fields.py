@@ -14,12 +14,11 @@ a numeric field can land a little under its own floor and the fixed text a littl
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from corpora import FIELD_BITS, LOG_LINE
+from corpora import FIELD_BITS, LOG_LINE, field_floors
 
 import charrnn
 from charrnn.checkpoint import latest_of
@@ -46,7 +45,7 @@ def main() -> None:
     _, val = split(load_corpus(args.corpus).tokens, 0.1)
     val, val_text = np.asarray(val), text[len(text) - len(val):]
     names = [*FIELD_BITS, "fixed"]
-    floor = {name: FIELD_BITS.get(name, 0.0) * math.log(2) * text.count("\n") / len(text) for name in names}
+    floor = {**field_floors(text), "fixed": 0.0}
     print("| where | run | total | " + " | ".join(names) + " |")
     print("|" + "---|" * (len(names) + 3))
     print("| floor | | " + f"{sum(floor.values()):.4f} | " + " | ".join(f"{floor[n]:.4f}" for n in names) + " |")
