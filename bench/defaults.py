@@ -28,7 +28,7 @@ from quality import run_baseline, train_cli
 
 import charrnn
 from charrnn.autosize import CHOSEN
-from charrnn.checkpoint import latest_of
+from charrnn.checkpoint import best_of, latest_of
 from charrnn.corpus import load_corpus
 from charrnn.data import split
 from charrnn.devices import cpu_flags
@@ -104,9 +104,9 @@ def cpu_times() -> list[int]:
     return [int(n) for n in stat.read_text().split("\n", 1)[0].split()[1:]] if stat.exists() else [0] * 10
 
 
-def score(run_dir: Path, corpus: Path) -> float:
-    """The final checkpoint's loss on the whole validation split."""
-    model = charrnn.load(latest_of(run_dir).path, device="cpu")
+def score(checkpoint: Path, corpus: Path) -> float:
+    """A checkpoint's loss on the whole validation split."""
+    model = charrnn.load(checkpoint, device="cpu")
     _, val = split(load_corpus(corpus).tokens, 0.1)
     return evaluate(model.network, val, torch.device("cpu")).loss
 
@@ -122,8 +122,14 @@ def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
                  round(sum(speeds[-quarter:]) / quarter)} if speeds else {}
         auto = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("auto-sized")]
         chosen = {k: settings[k] for k in CHOSEN}
-        return {"steps": steps, "val_loss": score(out, corpus), "wall_s": round(wall, 1), "chars_per_s": speed,
-                "chosen": chosen,
+        # the final weights, and the checkpoint `charrnn eval` and `generate` load by default (the best on the
+        # validation slice the run scored), where that is an earlier one
+        final, best = latest_of(out), best_of(out)
+        curve = [[m["step"], round(m["loss"], 4)] for m in lines if m["split"] == "val"]
+        return {"steps": steps, "val_loss": score(final.path, corpus), "wall_s": round(wall, 1), "chars_per_s": speed,
+                "chosen": chosen, "val_curve": curve,
+                **({"best_step": best.step, "best_val_loss": score(best.path, corpus)} if best.path != final.path
+                   else {}),
                 **({"auto_line": auto[0]} if auto else {})}
 
 
@@ -133,7 +139,8 @@ def table(path: Path) -> str:
     results = [json.loads(line) for line in path.read_text().splitlines()]
     keys = list(dict.fromkeys((r["corpus"], r["seconds"]) for r in results))
     names = [n for n in CONFIGS if any(r["config"] == n for r in results)]
-    head = ["corpus", "chars", "distinct", "budget", *names, "auto, every seed", "auto − best tried",
+    head = ["corpus", "chars", "distinct", "budget", *names, "auto, every seed", "auto's best checkpoint",
+            "auto − best tried",
             "baseline − auto", "auto chose"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for corpus, seconds in keys:
@@ -145,6 +152,8 @@ def table(path: Path) -> str:
         auto = runs.get("auto")
         seeds = [runs[n]["val_loss"] for n in ("auto", *AUTO_SEEDS) if n in runs]
         spread = f"{statistics.mean(seeds):.4f} ({min(seeds):.4f}-{max(seeds):.4f})" if len(seeds) > 1 else ""
+        # the checkpoint `charrnn eval` and `generate` load: the best on the validation slice, where not the last
+        kept = f"{auto.get('best_val_loss', auto['val_loss']):.4f}" if auto and "val_curve" in auto else ""
         gap = f"{auto['val_loss'] - best:+.4f}" if auto and grid else ""
         ahead = f"{runs['baseline']['val_loss'] - auto['val_loss']:+.4f}" if auto and "baseline" in runs else ""
         chose = ""
@@ -154,7 +163,7 @@ def table(path: Path) -> str:
             chose = f"{c['num_layers']}x{c['hidden_size']} d{c['dropout']:g}{rate}"
         any_run = next(iter(runs.values()))
         lines.append(f"| {corpus} | {any_run['chars']:,} | {any_run['distinct']:,} | {seconds:g} s | "
-                     + " | ".join(cells) + f" | {spread} | {gap} | {ahead} | {chose} |")
+                     + " | ".join(cells) + f" | {spread} | {kept} | {gap} | {ahead} | {chose} |")
     return "\n".join(lines)
 
 

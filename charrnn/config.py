@@ -69,6 +69,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 100
     min_lr_ratio: float = 0.02
+    lr_drop: float = 0.5  # the rate is multiplied by this whenever validation comes out above its best (1: never)
     clip: float = 1.0
     # length and cadence
     steps: int = 3000
@@ -165,6 +166,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, not {cfg.weight_decay}")
     _check(cfg.warmup_steps >= 0, f"warmup_steps must be >= 0, not {cfg.warmup_steps}")
     _check(0.0 <= cfg.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], not {cfg.min_lr_ratio}")
+    _check(0.0 < cfg.lr_drop <= 1.0, f"lr_drop must be in (0, 1] (1 never drops the rate), not {cfg.lr_drop}")
     _check(cfg.clip >= 0, f"clip must be >= 0 (0 turns clipping off), not {cfg.clip}")
     _check(cfg.val_file != "", "val_file must name a file, not ''")
     _check(cfg.sample_every >= 0, f"sample_every must be >= 0 (0 turns samples off), not {cfg.sample_every}")

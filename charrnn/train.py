@@ -92,6 +92,8 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 MAX_NONFINITE = 5  # consecutive non-finite steps before training stops
+# a validation loss this far (relative) above the best so far is a rise, not noise, and drops the rate (lr_drop)
+RISE = 0.01
 
 Save = Callable[["Trainer", Score | None], None]  # called on every worker; run.py's RunWriter.save
 # called on every worker every sample_every steps, with the step's score if it was an evaluation step, before
@@ -276,6 +278,11 @@ class Trainer:
         if score is not None:
             if score.loss < self.best_loss:
                 self.best_loss, self.best_step = score.loss, self.step
+            elif score.loss > self.best_loss * (1 + RISE) and self.cfg.lr_drop < 1:
+                # validation rising while training falls: the model is overfitting, or the validation text drifts
+                # away from the training text, and a lower rate from here on costs least. The scheduler's
+                # base rates are in its state, so a resumed run keeps the drop.
+                self.scheduler.base_lrs = [lr * self.cfg.lr_drop for lr in self.scheduler.base_lrs]
             self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
         self._sample(score)
         self.save(self, score)
@@ -381,7 +388,14 @@ def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -
         step = moments.get("step")
         if not isinstance(step, torch.Tensor) or step.numel() != 1 or not step.is_floating_point():
             fail("the optimizer's step count")
-    if not isinstance(shared.scheduler.get("last_epoch"), int) or shared.scheduler["last_epoch"] < 0:
+    # the scheduler's state is copied into its attributes as it stands: only its own fields, of their own types;
+    # base rates (lr_drop lowers them) positive and at most the run's
+    sched, own_sched = shared.scheduler, mine_shared.scheduler
+    rates = sched.get("base_lrs")
+    if (any(k not in own_sched or type(v) is not type(own_sched[k]) for k, v in sched.items())
+            or sched.get("last_epoch", -1) < 0 or sched.get("lr_lambdas") != own_sched["lr_lambdas"]
+            or not isinstance(rates, list) or len(rates) != len(own_sched["base_lrs"])
+            or not all(isinstance(r, float) and 0 < r <= trainer.cfg.lr for r in rates)):
         fail("the learning-rate schedule")
     if not 0 <= shared.step < 2**62 or not math.isfinite(shared.elapsed) or shared.elapsed < 0:
         fail("the step count or clock")

@@ -58,7 +58,8 @@ def test_missing_file(tmp_path: Path):
         {"hidden_size": 0}, {"num_layers": -1}, {"batch_size": 0}, {"seq_len": 0}, {"steps": 0},
         {"dropout": 1.0}, {"dropout": -0.1}, {"lr": 0.0}, {"lr": -1.0}, {"cell": "transformer"},
         {"batching": "shuffled"}, {"device": "tpu"}, {"val_fraction": 0.0}, {"val_fraction": 1.0},
-        {"clip": -1.0}, {"max_time": 0.0}, {"min_lr_ratio": 2.0}, {"weight_decay": -0.1}, {"keep": 0},
+        {"clip": -1.0}, {"max_time": 0.0}, {"min_lr_ratio": 2.0}, {"lr_drop": 0.0}, {"lr_drop": 1.5},
+        {"weight_decay": -0.1}, {"keep": 0},
     ],
 )
 def test_bad_values(bad: dict):
@@ -108,8 +109,8 @@ def test_sizes_and_types_are_bounded(bad: dict, message: str):
         TrainConfig(**bad)
 
 
-@pytest.mark.parametrize("name", ["lr", "weight_decay", "dropout", "clip", "min_lr_ratio", "val_fraction",
-                                  "max_time"])
+@pytest.mark.parametrize("name", ["lr", "weight_decay", "dropout", "clip", "min_lr_ratio", "lr_drop",
+                                  "val_fraction", "max_time"])
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
 def test_every_float_setting_must_be_finite(name: str, value: float):
     with pytest.raises(CharRNNError, match=f"{name} must be a finite number"):

@@ -10,8 +10,8 @@ import torch
 from charrnn import devices, train
 from charrnn.corpus import load_corpus
 from charrnn.data import split
-from charrnn.errors import CharRNNError
-from charrnn.evaluate import evaluate
+from charrnn.errors import CharRNNError, Damaged
+from charrnn.evaluate import Score, evaluate
 from charrnn.train import Event, lr_factor
 from tests.helpers import make_trainer
 
@@ -289,3 +289,34 @@ def test_the_learning_rate_follows_the_schedule_step_by_step(corpus, tiny):
         trainer.train_step(next(trainer.batches))
         want = 1e-2 * lr_factor(step, (step - 1) / 20, 5, 0.1)  # scheduled before the step counter moves on
         assert trainer.lr() == pytest.approx(want, rel=1e-9), step
+
+
+@pytest.mark.parametrize("drop", [0.5, 1.0])
+def test_a_rising_validation_loss_drops_the_learning_rate_for_good(corpus, tiny, monkeypatch, drop):
+    """A validation loss more than RISE above the best so far multiplies the rate by lr_drop from then on (one
+    within RISE is noise and does not); the drop is in the scheduler's state, so a resumed run keeps it."""
+    cfg = replace(tiny, steps=60, warmup_steps=0, min_lr_ratio=1.0, lr=1e-2, lr_drop=drop)  # a constant schedule
+    trainer = make_trainer(corpus, cfg)
+    losses = iter([2.0, 1.9, 1.9 * (1 + train.RISE) - 1e-6, 2.1, 2.2, 1.8])
+    monkeypatch.setattr(trainer, "evaluate", lambda: Score(next(losses), 100))
+    rates = []
+    trainer.callback = lambda event: rates.append(trainer.scheduler.base_lrs[0]) if event.split == "val" else None
+    trainer.fit()
+    assert rates == pytest.approx([1e-2 * f for f in (1, 1, 1, drop, drop**2, drop**2)], rel=1e-12)
+    resumed = make_trainer(corpus, cfg)
+    resumed.restore(*trainer.state())
+    resumed.train_step(next(resumed.batches))
+    assert resumed.lr() == pytest.approx(1e-2 * drop**2, rel=1e-12)
+
+
+@pytest.mark.parametrize("tamper", [{"base_lrs": [1e9, 1e9]}, {"base_lrs": ["0.01", "0.01"]}, {"base_lrs": [0.01]},
+                                    {"base_lrs": [math.nan, 0.01]}, {"last_epoch": -5}, {"last_epoch": "3"},
+                                    {"optimizer": 1}, {"lr_lambdas": [1, None]}, {"_step_count": "x"}])
+def test_a_tampered_schedule_is_damaged_not_a_crash(corpus, tiny, tamper):
+    """The scheduler copies its saved state into its attributes: a rate above the run's, or any field that is not
+    its own or of another type, would train wrong or crash later; it is refused as damaged."""
+    trainer = make_trainer(corpus, tiny)
+    shared, own = trainer.state()
+    shared.scheduler.update(tamper)
+    with pytest.raises(Damaged, match="learning-rate schedule"):
+        make_trainer(corpus, tiny).restore(shared, own)

@@ -62,6 +62,9 @@ def train(
                                                  DEFAULTS.warmup_steps)] = None,
     min_lr_ratio: Annotated[float | None, _setting("Final learning rate as a fraction of --lr (cosine decay).",
                                                    DEFAULTS.min_lr_ratio)] = None,
+    lr_drop: Annotated[float | None, _setting("Multiply the learning rate by this whenever the validation loss comes "
+                                              "out more than 1 % above its best (1 = never).",
+                                              DEFAULTS.lr_drop)] = None,
     clip: Annotated[float | None, _setting("Clip gradients to this global norm (0 = off).", DEFAULTS.clip)] = None,
     steps: Annotated[int | None, _setting("Stop after this many steps.", DEFAULTS.steps)] = None,
     max_time: Annotated[float | None, _setting("Train for this many seconds: the schedule fits the time, and without "
