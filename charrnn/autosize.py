@@ -53,6 +53,9 @@ DROPOUT = ((2.0, 0.0), (8.0, 0.1), (24.0, 0.2), (math.inf, 0.3))  # (passes belo
 LEARNING_RATE = {128: 2e-2, 256: 1e-2, 384: 6e-3}
 MIN_EVAL_CHARS, MAX_EVAL_CHARS = 20_000, 250_000
 EVALUATIONS = 5  # evaluations during a timed run, besides the last
+# ... or more, up to this many, where the validation split is smaller than one evaluation's share would score: on
+# 100 KB a 600 s run overfits from ~15 passes on (session 10), and five evaluations miss the best weights by far
+MAX_EVALUATIONS = 50
 # of the budget, for each: at 1 % the fixed 2x128 paced as auto paces it scored 0.021 worse on the Chinese-like text
 # at 100 s than unpaced (mean of three seeds), at 0.5 % as well as unpaced (bench/RESULTS.md, session 9)
 EVAL_SHARE = 0.005
@@ -89,11 +92,11 @@ def learning_rate(hidden: int) -> float:
 
 
 def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool = False,
-           yours: dict[str, Any] | None = None, speed: float | None = None) -> Choice:
+           yours: dict[str, Any] | None = None, speed: float | None = None, val_chars: int | None = None) -> Choice:
     """The settings for ``seconds`` of training at ``chars_per_s`` (the reference model's measured speed, with the
     adaptive output layer if ``adaptive``). Those in ``yours`` (the user's) are kept; ``speed`` is the training
     chars/s of the model that will train where its width or depth is the user's (measured): the chosen width's
-    is RELATIVE_SPEED's estimate."""
+    is RELATIVE_SPEED's estimate. ``val_chars``, the validation split's size, paces validation where it is small."""
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])
     passes = seconds * chars_per_s / max(train_chars, 1)
     hidden = 256
@@ -109,7 +112,9 @@ def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool 
         speed = chars_per_s * RELATIVE_SPEED["adaptive" if adaptive else "full"][hidden]
     steps = seconds * speed / (s["batch_size"] * s["seq_len"])  # the run's, at its batch shape
     scored = EVAL_SHARE * seconds * EVAL_SPEED * speed  # characters one evaluation scores in its share
-    evaluation = {"eval_every": max(10, int(steps / EVALUATIONS)),
+    # a validation split smaller than that is scored whole in less than the share: evaluate as much more often
+    evaluations = min(MAX_EVALUATIONS, EVALUATIONS * max(1.0, min(scored, MAX_EVAL_CHARS) / (val_chars or math.inf)))
+    evaluation = {"eval_every": max(10, int(steps / evaluations)),
                   "eval_chars": int(min(MAX_EVAL_CHARS, max(MIN_EVAL_CHARS, scored)))}
     return Choice({**s, **evaluation}, seconds, chars_per_s, train_chars, updates, passes, tuple(sorted(yours)))
 

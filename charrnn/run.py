@@ -121,20 +121,20 @@ def size_for_budget(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None,
     device = devices.for_worker(cfg.device, dist.SOLO)  # TF32 on CUDA, as the run will have it
     seconds = min(autosize.PROBE_SECONDS, autosize.PROBE_SHARE * cfg.max_time)
 
-    def probe(probed: TrainConfig) -> tuple[float, bool, int]:
+    def probe(probed: TrainConfig) -> tuple[float, bool, int, int]:
         train_tokens, val_tokens = splits(probed, corpus, validation)
         trainer = Trainer(new_model(probed, corpus, validation), probed, train_tokens, val_tokens[:2], device)
         adaptive = isinstance(trainer.model.head, AdaptiveHead)
-        return autosize.measure(trainer, seconds), adaptive, len(train_tokens)
+        return autosize.measure(trainer, seconds), adaptive, len(train_tokens), len(val_tokens) - 1
 
     given_shape = explicit & {"batch_size", "seq_len"}
     shape = {k: v for k, v in autosize.REFERENCE.items() if k not in given_shape}
-    speed, adaptive, train_chars = probe(dataclasses.replace(cfg, **shape, dropout=0.0, sample_every=0))
+    speed, adaptive, train_chars, val_chars = probe(dataclasses.replace(cfg, **shape, dropout=0.0, sample_every=0))
     yours = {k: getattr(cfg, k) for k in explicit}
-    choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours)
+    choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours, val_chars=val_chars)
     if explicit & {"hidden_size", "num_layers"}:
         own = dataclasses.replace(cfg, **{**choice.settings, "dropout": 0.0, "sample_every": 0})
-        choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours, probe(own)[0])
+        choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours, probe(own)[0], val_chars)
     return choice
 
 

@@ -43,6 +43,15 @@ def _get(d: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
     return value
 
 
+# training settings added since the first checkpoints, with the value that keeps a run saved before them doing
+# what it did when resumed
+ADDED = {"lr_drop": 1.0}
+
+
+def _added(config: Any) -> Any:
+    return {**ADDED, **config} if isinstance(config, dict) else config
+
+
 def _settings(d: Any, cls: type, where: str) -> Any:
     """A config dataclass from a dict with exactly its fields (the dataclass validates the values)."""
     if not isinstance(d, dict):
@@ -160,7 +169,7 @@ class CheckpointMeta:
             step=_get(d, "step", int, where),
             vocab=vocab,
             model=_settings(d.get("model"), ModelConfig, f"{where} model"),
-            config=_settings(d.get("config"), TrainConfig, f"{where} config"),
+            config=_settings(_added(d.get("config")), TrainConfig, f"{where} config"),
             corpus=CorpusInfo.from_dict(d.get("corpus"), f"{where} corpus", version),
             metrics=Scores.from_dict(d.get("metrics"), f"{where} metrics"),
             elapsed=_get(d, "elapsed", float, where),

@@ -279,14 +279,21 @@ class Trainer:
             if score.loss < self.best_loss:
                 self.best_loss, self.best_step = score.loss, self.step
             elif score.loss > self.best_loss * (1 + RISE) and self.cfg.lr_drop < 1:
-                # validation rising while training falls: the model is overfitting, or the validation text drifts
-                # away from the training text, and a lower rate from here on costs least. The scheduler's
-                # base rates are in its state, so a resumed run keeps the drop.
-                self.scheduler.base_lrs = [lr * self.cfg.lr_drop for lr in self.scheduler.base_lrs]
+                self._drop_lr()
             self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
         self._sample(score)
         self.save(self, score)
         return score
+
+    def _drop_lr(self) -> None:
+        """Validation rising while training falls: the model is overfitting, or the validation text drifts away
+        from the training text, and a lower rate from here on costs least. The scheduler's base rates are in its
+        state, so a resumed run keeps the drop; they stop at the schedule's final rate (lr x min_lr_ratio)."""
+        floor = self.cfg.lr * self.cfg.min_lr_ratio
+        factors = [max(base * self.cfg.lr_drop, floor) / base if base else 1.0 for base in self.scheduler.base_lrs]
+        self.scheduler.base_lrs = [base * f for base, f in zip(self.scheduler.base_lrs, factors, strict=True)]
+        for group, f in zip(self.optimizer.param_groups, factors, strict=True):  # from the next step on
+            group["lr"] *= f
 
     def _sample(self, score: Score | None) -> float:
         """Write the run's sample if this step is due for one, before the step's checkpoint is saved (so that a
@@ -362,6 +369,11 @@ class Trainer:
         return [shape, shape] if self.cfg.cell == "lstm" else [shape]
 
 
+def _rate(value: Any, most: float) -> bool:
+    """A real number from 0 to ``most``."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
+
+
 def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -> None:
     """Raise Damaged unless a saved state has the structure, shapes and dtypes of ``trainer``'s own, so that a
     damaged or hand-edited file never reaches the fused optimizer's kernels (which would read out of bounds)."""
@@ -388,15 +400,20 @@ def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -
         step = moments.get("step")
         if not isinstance(step, torch.Tensor) or step.numel() != 1 or not step.is_floating_point():
             fail("the optimizer's step count")
-    # the scheduler's state is copied into its attributes as it stands: only its own fields, of their own types;
-    # base rates (lr_drop lowers them) positive and at most the run's
+    # the scheduler copies its state into its attributes as it stands, and fused AdamW reads its groups' settings
+    # in C++: only their own fields, of their own types; rates (lr_drop lowers them) from 0 to the run's
     sched, own_sched = shared.scheduler, mine_shared.scheduler
     rates = sched.get("base_lrs")
     if (any(k not in own_sched or type(v) is not type(own_sched[k]) for k, v in sched.items())
             or sched.get("last_epoch", -1) < 0 or sched.get("lr_lambdas") != own_sched["lr_lambdas"]
             or not isinstance(rates, list) or len(rates) != len(own_sched["base_lrs"])
-            or not all(isinstance(r, float) and 0 < r <= trainer.cfg.lr for r in rates)):
+            or not all(_rate(r, trainer.cfg.lr) for r in rates)):
         fail("the learning-rate schedule")
+    for saved, current in zip(opt["param_groups"], mine_shared.optimizer["param_groups"], strict=True):
+        if (any(k in current and type(v) is not type(current[k]) for k, v in saved.items())
+                or not _rate(saved.get("lr"), trainer.cfg.lr)
+                or any(not _rate(b, 1.0) for b in saved.get("betas", ()))):
+            fail("the optimizer's settings")
     if not 0 <= shared.step < 2**62 or not math.isfinite(shared.elapsed) or shared.elapsed < 0:
         fail("the step count or clock")
     want = trainer.hidden_shape()

@@ -77,6 +77,23 @@ def test_validation_costs_a_small_share_of_any_budget(head: str):
         assert scoring <= 0.01 * seconds or choice.settings["eval_chars"] == autosize.MIN_EVAL_CHARS
 
 
+def test_a_small_validation_split_is_scored_more_often_in_the_same_share():
+    """Where the split is smaller than one evaluation's share would score, it is scored whole, and as many more
+    times as fit in the same share (up to MAX_EVALUATIONS): a small text's best weights fall between five."""
+    for seconds, val_chars, more in ((100, 10**6, 1.0), (100, 12_000, None), (600, 10_000, None)):
+        plain = choose(seconds, SPEED, 90_000).settings
+        choice = choose(seconds, SPEED, 90_000, val_chars=val_chars).settings
+        speed = SPEED * autosize.RELATIVE_SPEED["full"][choice["hidden_size"]]
+        share = autosize.EVAL_SHARE * seconds * autosize.EVAL_SPEED * speed  # characters an evaluation may score
+        want = min(autosize.MAX_EVALUATIONS, autosize.EVALUATIONS * (more or share / val_chars))
+        updates = seconds * speed / 2048
+        assert updates / choice["eval_every"] == pytest.approx(want, rel=0.05), (seconds, val_chars)
+        assert updates / plain["eval_every"] == pytest.approx(autosize.EVALUATIONS, rel=0.05)
+        assert want * min(val_chars, choice["eval_chars"]) <= autosize.EVALUATIONS * share * 1.001  # the same share
+    assert choose(600, SPEED, 90_000, val_chars=10_000).settings["eval_every"] == choose(
+        600, SPEED, 90_000, val_chars=1_000).settings["eval_every"]  # capped
+
+
 def test_the_line_says_what_was_chosen_and_why():
     line = choose(200, 27_300, 1_003_854, yours={"dropout": 0.25, "lr": 3e-3, "steps": 9}).describe()
     assert line.startswith("auto-sized for 200s: 2x256, dropout 0.25, lr 0.003, batch 32x64; yours: dropout, lr (")
@@ -140,8 +157,8 @@ def _settings(run_dir: Path) -> dict:
 def test_a_timed_run_is_sized_for_its_budget(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
     done = charrnn("train", corpus, "--max-time", "600", "--steps", "2", "--embedding-size", "8", *CPU,
                    "--out", tmp_path / "r", cwd=tmp_path)
-    train, _ = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
-    expected = choose(600, SPEED, len(train))
+    train, val = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
+    expected = choose(600, SPEED, len(train), val_chars=len(val) - 1)
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("auto-sized")]
     assert line == expected.describe()
     settings = _settings(tmp_path / "r")
@@ -156,8 +173,8 @@ def test_a_large_vocabulary_is_sized_with_the_adaptive_heads_speeds(tmp_path: Pa
     rng = np.random.default_rng(0)
     text.write_text("".join(chr(0x4E00 + int(i)) for i in rng.zipf(1.3, 300_000) % 2500), encoding="utf-8")
     setup = run.prepare(text, flags={"max_time": 5.0, "device": "cpu", "embedding_size": 8}, out=tmp_path / "r")
-    train, _ = split(np.zeros(300_000), TrainConfig().val_fraction)
-    adaptive, full = (choose(5, SPEED, len(train), adaptive=a).settings for a in (True, False))
+    train, val = split(np.zeros(300_000), TrainConfig().val_fraction)
+    adaptive, full = (choose(5, SPEED, len(train), adaptive=a, val_chars=len(val) - 1).settings for a in (True, False))
     assert adaptive["hidden_size"] == 128 and adaptive["eval_every"] != full["eval_every"]
     assert setup.cfg.eval_every == adaptive["eval_every"]
 
@@ -172,8 +189,9 @@ def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_spe
     reference, yours = (trainer.model.config.hidden_size for trainer in fixed_speed)
     assert reference == autosize.REFERENCE["hidden_size"]  # the speed the rule reads means one thing
     assert yours == 16  # the speed of the model that trains paces its validation
-    train, _ = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
-    expected = choose(600, SPEED, len(train), yours={"hidden_size": 16, "dropout": 0.05}, speed=SPEED)
+    train, val = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
+    expected = choose(600, SPEED, len(train), yours={"hidden_size": 16, "dropout": 0.05}, speed=SPEED,
+                      val_chars=len(val) - 1)
     assert settings["eval_every"] == expected.settings["eval_every"]
 
 

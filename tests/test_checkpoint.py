@@ -363,3 +363,12 @@ def test_an_interrupted_save_leaves_nothing_and_the_version_is_recorded(tmp_path
     with pytest.raises(KeyboardInterrupt):
         make(tmp_path, 2, 1.0)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000001"]
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_as_it_ran(tmp_path: Path):
+    """A checkpoint written before lr_drop existed never dropped its rate: it reads as lr_drop 1, not the default."""
+    _, path = make(tmp_path, 3, 1.0)
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["config"]["lr_drop"]
+    (path / "meta.json").write_text(json.dumps(meta))
+    assert checkpoint.verify(path).meta.config.lr_drop == 1.0 != TrainConfig().lr_drop

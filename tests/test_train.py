@@ -291,32 +291,55 @@ def test_the_learning_rate_follows_the_schedule_step_by_step(corpus, tiny):
         assert trainer.lr() == pytest.approx(want, rel=1e-9), step
 
 
-@pytest.mark.parametrize("drop", [0.5, 1.0])
+@pytest.mark.parametrize("drop", [0.5, 1.0, 0.05])
 def test_a_rising_validation_loss_drops_the_learning_rate_for_good(corpus, tiny, monkeypatch, drop):
-    """A validation loss more than RISE above the best so far multiplies the rate by lr_drop from then on (one
-    within RISE is noise and does not); the drop is in the scheduler's state, so a resumed run keeps it."""
-    cfg = replace(tiny, steps=60, warmup_steps=0, min_lr_ratio=1.0, lr=1e-2, lr_drop=drop)  # a constant schedule
+    """A validation loss more than RISE above the best so far multiplies the rate by lr_drop from the next step on,
+    down to the schedule's final rate (one within RISE is noise and does not); the drop is in the scheduler's
+    state, so a resumed run keeps it."""
+    monkeypatch.setattr(train, "lr_factor", lambda *args: 1.0)  # a constant schedule: the rate is the base rate
+    cfg = replace(tiny, steps=60, lr=1e-2, min_lr_ratio=0.1, lr_drop=drop)
     trainer = make_trainer(corpus, cfg)
     losses = iter([2.0, 1.9, 1.9 * (1 + train.RISE) - 1e-6, 2.1, 2.2, 1.8])
     monkeypatch.setattr(trainer, "evaluate", lambda: Score(next(losses), 100))
     rates = []
-    trainer.callback = lambda event: rates.append(trainer.scheduler.base_lrs[0]) if event.split == "val" else None
+    trainer.callback = lambda event: rates.append((event.lr, trainer.scheduler.base_lrs[0])) if event.split == "val" \
+        else None
     trainer.fit()
-    assert rates == pytest.approx([1e-2 * f for f in (1, 1, 1, drop, drop**2, drop**2)], rel=1e-12)
+    dropped = max(1e-2 * drop, 1e-3)
+    want = [1e-2, 1e-2, 1e-2, dropped, max(dropped * drop, 1e-3), max(dropped * drop, 1e-3)]
+    assert [r for pair in rates for r in pair] == pytest.approx([r for r in want for _ in range(2)], rel=1e-12)
     resumed = make_trainer(corpus, cfg)
     resumed.restore(*trainer.state())
     resumed.train_step(next(resumed.batches))
-    assert resumed.lr() == pytest.approx(1e-2 * drop**2, rel=1e-12)
+    assert resumed.lr() == pytest.approx(want[-1], rel=1e-12)
 
 
-@pytest.mark.parametrize("tamper", [{"base_lrs": [1e9, 1e9]}, {"base_lrs": ["0.01", "0.01"]}, {"base_lrs": [0.01]},
-                                    {"base_lrs": [math.nan, 0.01]}, {"last_epoch": -5}, {"last_epoch": "3"},
-                                    {"optimizer": 1}, {"lr_lambdas": [1, None]}, {"_step_count": "x"}])
-def test_a_tampered_schedule_is_damaged_not_a_crash(corpus, tiny, tamper):
-    """The scheduler copies its saved state into its attributes: a rate above the run's, or any field that is not
-    its own or of another type, would train wrong or crash later; it is refused as damaged."""
+def _set(where: str, **values):
+    """Tamper with one part of a saved trainer state: the scheduler's, or the optimizer's first group."""
+    return lambda shared: (shared.scheduler if where == "scheduler" else shared.optimizer["param_groups"][0]).update(
+        values)
+
+
+@pytest.mark.parametrize("tamper, part", [
+    (_set("scheduler", base_lrs=[1e9, 1e9]), "learning-rate schedule"),
+    (_set("scheduler", base_lrs=["0.01", "0.01"]), "learning-rate schedule"),
+    (_set("scheduler", base_lrs=[0.01]), "learning-rate schedule"),
+    (_set("scheduler", base_lrs=[math.nan, 0.01]), "learning-rate schedule"),
+    (_set("scheduler", last_epoch=-5), "learning-rate schedule"),
+    (_set("scheduler", last_epoch="3"), "learning-rate schedule"),
+    (_set("scheduler", optimizer=1), "learning-rate schedule"),
+    (_set("scheduler", lr_lambdas=[1, None]), "learning-rate schedule"),
+    (_set("scheduler", _step_count="x"), "learning-rate schedule"),
+    (_set("optimizer", lr="0.01"), "optimizer's settings"),
+    (_set("optimizer", lr=1e9), "optimizer's settings"),
+    (_set("optimizer", betas=(2.0, 0.99)), "optimizer's settings"),
+    (_set("optimizer", eps="x"), "optimizer's settings"),
+])
+def test_a_tampered_schedule_or_optimizer_setting_is_damaged_not_a_crash(corpus, tiny, tamper, part):
+    """The scheduler copies its saved state into its attributes and fused AdamW reads its groups' settings: a rate
+    above the run's, or a field of another type or not its own, would train wrong or crash; it is refused."""
     trainer = make_trainer(corpus, tiny)
     shared, own = trainer.state()
-    shared.scheduler.update(tamper)
-    with pytest.raises(Damaged, match="learning-rate schedule"):
+    tamper(shared)
+    with pytest.raises(Damaged, match=part):
         make_trainer(corpus, tiny).restore(shared, own)
