@@ -320,7 +320,7 @@ class RunEnd:
     """ended.json: how a run's training ended, written when it ends cleanly (a crash leaves none) and removed
     when it resumes."""
 
-    how: str  # "steps", "time" (finished) or "signal" (stopped)
+    how: str  # "steps", "time", "validation" (finished) or "signal" (stopped)
     step: int
     signal: str | None = None  # SIGINT, SIGTERM, SIGHUP
 
@@ -332,6 +332,6 @@ class RunEnd:
         if _get(d, "version", int, where) > ENDED_VERSION:
             raise Damaged(f"{where} was written by a newer charrnn")
         how = _get(d, "how", str, where)
-        if how not in ("steps", "time", "signal"):
-            raise Damaged(f"{where}: 'how' should be steps, time or signal, not {how!r}")
+        if how not in ("steps", "time", "validation", "signal"):
+            raise Damaged(f"{where}: 'how' should be steps, time, validation or signal, not {how!r}")
         return cls(how, _get(d, "step", int, where), _get(d, "signal", str, where, optional=True))

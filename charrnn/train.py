@@ -63,7 +63,7 @@ class Summary:
     final: Score | None  # None when a second stop signal skipped the evaluation
     best_loss: float
     best_step: int
-    stopped_by: Literal["steps", "time", "signal"]
+    stopped_by: Literal["steps", "time", "validation", "signal"]
 
 
 def set_seed(seed: int) -> None:
@@ -150,6 +150,7 @@ class Trainer:
         self.received_signal: int | None = None  # set by this process's signal handler (run.stop_on_signals)
         self.stop_signal: int | None = None  # the signal every worker agreed to stop for
         self.skip_eval = False  # set by a second stop signal: save without scoring
+        self.exhausted = False  # validation rose with the rate already dropped to its floor: training stops
         # replay forward/backward as a CUDA graph (graphs.py): fused cells on one GPU, full softmax (the adaptive
         # head's cluster sizes change from batch to batch); CHARRNN_CUDA_GRAPHS=0 disables
         self.use_graph = (device.type == "cuda" and not world.enabled and cfg.cell in FUSED_CELLS
@@ -216,7 +217,7 @@ class Trainer:
         self.model.train()
         started = time.perf_counter() - self.elapsed
         window_start = time.perf_counter()
-        stopped_by: Literal["steps", "time", "signal"] = "steps"
+        stopped_by: Literal["steps", "time", "validation", "signal"] = "steps"
         while self.step < cfg.steps:
             batch = next(self.batches)
             loss, grad_norm = self.train_step(batch)
@@ -240,6 +241,8 @@ class Trainer:
                 self.model.train()
                 window_start += time.perf_counter() - started - self.elapsed  # evaluation is not training
                 self.stop_signal = int(self._agree(self.received_signal or 0)) or None  # one came while evaluating?
+                if self.exhausted and self.stop_signal is None:
+                    return Summary(self.step, self.elapsed, score, self.best_loss, self.best_step, "validation")
             else:
                 if self.step < cfg.steps or self.stop_signal is not None:  # the last step samples after its score
                     window_start += self._sample(None)
@@ -279,21 +282,25 @@ class Trainer:
             if score.loss < self.best_loss:
                 self.best_loss, self.best_step = score.loss, self.step
             elif score.loss > self.best_loss * (1 + RISE) and self.cfg.lr_drop < 1:
-                self._drop_lr()
+                self.exhausted = self._drop_lr()
             self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
         self._sample(score)
         self.save(self, score)
         return score
 
-    def _drop_lr(self) -> None:
+    def _drop_lr(self) -> bool:
         """Validation rising while training falls: the model is overfitting, or the validation text drifts away
         from the training text, and a lower rate from here on costs least. The scheduler's base rates are in its
-        state, so a resumed run keeps the drop; they stop at the schedule's final rate (lr x min_lr_ratio)."""
-        floor = self.cfg.lr * self.cfg.min_lr_ratio
-        factors = [max(base * self.cfg.lr_drop, floor) / base if base else 1.0 for base in self.scheduler.base_lrs]
-        self.scheduler.base_lrs = [base * f for base, f in zip(self.scheduler.base_lrs, factors, strict=True)]
-        for group, f in zip(self.optimizer.param_groups, factors, strict=True):  # from the next step on
-            group["lr"] *= f
+        state, so a resumed run keeps the drop; they stop at the schedule's final rate (lr x min_lr_ratio).
+        Returns True where they were there already: what is left of the run can only overfit further."""
+        floor, bases = self.cfg.lr * self.cfg.min_lr_ratio, self.scheduler.base_lrs
+        if floor > 0 and all(base <= floor for base in bases):
+            return True
+        dropped = [max(base * self.cfg.lr_drop, floor) for base in bases]
+        for group, base, new in zip(self.optimizer.param_groups, bases, dropped, strict=True):  # from the next step
+            group["lr"] *= new / base if base else 1.0
+        self.scheduler.base_lrs = dropped
+        return False
 
     def _sample(self, score: Score | None) -> float:
         """Write the run's sample if this step is due for one, before the step's checkpoint is saved (so that a

@@ -166,3 +166,17 @@ def test_runs_errors_and_an_empty_directory(tmp_path: Path):
     (tmp_path / "none").mkdir()
     empty = runner.invoke(app, ["runs", str(tmp_path / "none")])
     assert empty.exit_code == 0 and empty.stdout == "" and "no runs under" in empty.stderr
+
+
+def test_a_run_that_validation_stopped_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Stopped early (validation rose with the rate at its floor): finished at that step, not crashed."""
+    (tmp_path / "corpus.txt").write_text("the quiet river carries the old stone.\n" * 160, encoding="utf-8")
+    setup = run.prepare(tmp_path / "corpus.txt", flags={**RUN_FLAGS, "steps": 60, "lr_drop": 0.01},
+                        out=tmp_path / "r")
+    trainer = run.build_trainer(setup)
+    losses = iter([2.0, 2.1, 2.2])
+    monkeypatch.setattr(trainer, "evaluate", lambda: run.Score(next(losses), 100))
+    assert run.fit(trainer, setup).stopped_by == "validation"
+    r = runs.read(tmp_path / "r")
+    assert (r.state, r.resumable, r.step, r.steps) == ("finished", False, 30, 60), r.problems
+    assert json.loads((tmp_path / "r" / run.ENDED).read_text())["how"] == "validation"

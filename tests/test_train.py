@@ -291,7 +291,7 @@ def test_the_learning_rate_follows_the_schedule_step_by_step(corpus, tiny):
         assert trainer.lr() == pytest.approx(want, rel=1e-9), step
 
 
-@pytest.mark.parametrize("drop", [0.5, 1.0, 0.05])
+@pytest.mark.parametrize("drop", [0.5, 1.0])
 def test_a_rising_validation_loss_drops_the_learning_rate_for_good(corpus, tiny, monkeypatch, drop):
     """A validation loss more than RISE above the best so far multiplies the rate by lr_drop from the next step on,
     down to the schedule's final rate (one within RISE is noise and does not); the drop is in the scheduler's
@@ -305,13 +305,27 @@ def test_a_rising_validation_loss_drops_the_learning_rate_for_good(corpus, tiny,
     trainer.callback = lambda event: rates.append((event.lr, trainer.scheduler.base_lrs[0])) if event.split == "val" \
         else None
     trainer.fit()
-    dropped = max(1e-2 * drop, 1e-3)
-    want = [1e-2, 1e-2, 1e-2, dropped, max(dropped * drop, 1e-3), max(dropped * drop, 1e-3)]
+    want = [1e-2, 1e-2, 1e-2, 1e-2 * drop, 1e-2 * drop**2, 1e-2 * drop**2]
     assert [r for pair in rates for r in pair] == pytest.approx([r for r in want for _ in range(2)], rel=1e-12)
     resumed = make_trainer(corpus, cfg)
     resumed.restore(*trainer.state())
     resumed.train_step(next(resumed.batches))
     assert resumed.lr() == pytest.approx(want[-1], rel=1e-12)
+
+
+def test_the_rate_drops_to_the_schedules_floor_then_a_rise_ends_the_run(corpus, tiny, monkeypatch):
+    """Drops stop at lr x min_lr_ratio; a rise with the rate already there ends the run at that evaluation (its
+    checkpoint saved, the best kept): what is left of it could only overfit further."""
+    monkeypatch.setattr(train, "lr_factor", lambda *args: 1.0)
+    saves = []
+    trainer = make_trainer(corpus, replace(tiny, steps=60, lr=1e-2, min_lr_ratio=0.1, lr_drop=0.05),
+                           save=lambda t, s: saves.append(t.step))
+    losses = iter([2.0, 2.1, 2.01, 1.9, 2.2, 2.3])  # 2.01: within RISE of the best, not a rise
+    monkeypatch.setattr(trainer, "evaluate", lambda: Score(next(losses), 100))
+    summary = trainer.fit()
+    assert trainer.scheduler.base_lrs == [1e-3, 1e-3] and trainer.lr() == 1e-3  # 5e-4 would be below the floor
+    assert (summary.stopped_by, summary.steps, summary.final.loss) == ("validation", 50, 2.2)
+    assert (summary.best_loss, summary.best_step) == (1.9, 40) and saves == [10, 20, 30, 40, 50]
 
 
 def _set(where: str, **values):

@@ -160,7 +160,9 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard
         raise typer.Exit(128 + signum)
     if main:
         final = summary.final
-        say(f"done: {summary.steps} steps in {summary.elapsed:.0f}s (stopped by {summary.stopped_by}); "
+        why = ("validation rose again with the learning rate at its floor" if summary.stopped_by == "validation"
+               else summary.stopped_by)
+        say(f"done: {summary.steps} steps in {summary.elapsed:.0f}s (stopped by {why}); "
             f"val loss {final.loss:.4f} nats/char, {final.bpc:.3f} bits/char, perplexity "
             f"{final.perplexity:.3f}; best {summary.best_loss:.4f} at step {summary.best_step}")
         say(f"saved to {setup.run_dir}; try: charrnn generate --checkpoint {quoted}")
