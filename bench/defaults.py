@@ -22,6 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import tomllib
 import torch
 from quality import run_baseline, train_cli
@@ -104,11 +105,9 @@ def cpu_times() -> list[int]:
     return [int(n) for n in stat.read_text().split("\n", 1)[0].split()[1:]] if stat.exists() else [0] * 10
 
 
-def score(checkpoint: Path, corpus: Path) -> float:
-    """A checkpoint's loss on the whole validation split."""
-    model = charrnn.load(checkpoint, device="cpu")
-    _, val = split(load_corpus(corpus).tokens, 0.1)
-    return evaluate(model.network, val, torch.device("cpu")).loss
+def score(checkpoint: Path, val: np.ndarray) -> float:
+    """A checkpoint's loss on the whole validation split ``val``."""
+    return evaluate(charrnn.load(checkpoint, device="cpu").network, val, torch.device("cpu")).loss
 
 
 def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
@@ -125,10 +124,11 @@ def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
         # the final weights, and the checkpoint `charrnn eval` and `generate` load by default (the best on the
         # validation slice the run scored), where that is an earlier one
         final, best = latest_of(out), best_of(out)
+        _, val = split(load_corpus(corpus).tokens, 0.1)
         curve = [[m["step"], round(m["loss"], 4)] for m in lines if m["split"] == "val"]
-        return {"steps": steps, "val_loss": score(final.path, corpus), "wall_s": round(wall, 1), "chars_per_s": speed,
+        return {"steps": steps, "val_loss": score(final.path, val), "wall_s": round(wall, 1), "chars_per_s": speed,
                 "chosen": chosen, "val_curve": curve,
-                **({"best_step": best.step, "best_val_loss": score(best.path, corpus)} if best.path != final.path
+                **({"best_step": best.step, "best_val_loss": score(best.path, val)} if best.path != final.path
                    else {}),
                 **({"auto_line": auto[0]} if auto else {})}
 

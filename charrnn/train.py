@@ -56,6 +56,10 @@ class Event:
         return {**asdict(self), "perplexity": self.perplexity, "bpc": self.bpc}
 
 
+# what ended a run: its steps, its time, validation rising with the rate at its floor, or a stop signal
+StoppedBy = Literal["steps", "time", "validation", "signal"]
+
+
 @dataclass(frozen=True)
 class Summary:
     steps: int
@@ -63,7 +67,7 @@ class Summary:
     final: Score | None  # None when a second stop signal skipped the evaluation
     best_loss: float
     best_step: int
-    stopped_by: Literal["steps", "time", "validation", "signal"]
+    stopped_by: StoppedBy
 
 
 def set_seed(seed: int) -> None:
@@ -217,7 +221,7 @@ class Trainer:
         self.model.train()
         started = time.perf_counter() - self.elapsed
         window_start = time.perf_counter()
-        stopped_by: Literal["steps", "time", "validation", "signal"] = "steps"
+        stopped_by: StoppedBy = "steps"
         while self.step < cfg.steps:
             batch = next(self.batches)
             loss, grad_norm = self.train_step(batch)

@@ -13,7 +13,7 @@ import typer
 from charrnn import board, config, devices, dist, run
 from charrnn.cli.common import EncodingOption, ErrorsOption, ThreadsOption, app, check_errors_policy, user_errors
 from charrnn.cli.views import ProgressView, reading_view, say, warn
-from charrnn.train import Event
+from charrnn.train import RISE, Event
 
 DEFAULTS = config.TrainConfig()
 
@@ -63,7 +63,7 @@ def train(
     min_lr_ratio: Annotated[float | None, _setting("Final learning rate as a fraction of --lr (cosine decay).",
                                                    DEFAULTS.min_lr_ratio)] = None,
     lr_drop: Annotated[float | None, _setting("Multiply the learning rate by this whenever the validation loss comes "
-                                              "out more than 1 % above its best (1 = never).",
+                                              f"out more than {RISE:.0%} above its best (1 = never).",
                                               DEFAULTS.lr_drop)] = None,
     clip: Annotated[float | None, _setting("Clip gradients to this global norm (0 = off).", DEFAULTS.clip)] = None,
     steps: Annotated[int | None, _setting("Stop after this many steps.", DEFAULTS.steps)] = None,
