@@ -70,6 +70,9 @@ TUNING = {
     "h256-d0.3-lr1e-2": [*GRID["h256-d0.3"], "--lr", "1e-2"],
     "h384-d0.2-lr1e-2": [*GRID["h384-d0.2"], "--lr", "1e-2"],
     "h384-d0.3-lr1e-2": [*GRID["h384-d0.2"], "--dropout", "0.3", "--lr", "1e-2"],
+    # the 600 s grids of session 11: a little dropout for the small model, and less for the large one
+    "h128-d0.1-lr2e-2": [*GRID["h128-d0"], "--dropout", "0.1", "--lr", "2e-2"],
+    "h384-d0.1-lr1e-2": [*GRID["h384-d0.2"], "--dropout", "0.1", "--lr", "1e-2"],
     # longer windows, the same characters per step (session 8: lines of the logs are longer than 64 characters)
     "h256-d0-lr1e-2-s128": [*GRID["h256-d0"], "--lr", "1e-2", "--seq-len", "128", "--batch-size", "16"],
     "h256-d0-lr1e-2-s256": [*GRID["h256-d0"], "--lr", "1e-2", "--seq-len", "256", "--batch-size", "8"],
