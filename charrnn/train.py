@@ -43,6 +43,7 @@ class Event:
     chars_per_s: float | None
     elapsed: float
     progress: float  # fraction of the run done, by steps or by time, whichever is further
+    note: str = ""  # of an evaluation: what it changed, in words (the learning rate dropped, the run ends)
 
     @property
     def perplexity(self) -> float:
@@ -53,7 +54,10 @@ class Event:
         return bits_per_char(self.loss)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "perplexity": self.perplexity, "bpc": self.bpc}
+        d = {**asdict(self), "perplexity": self.perplexity, "bpc": self.bpc}
+        if not self.note:
+            del d["note"]
+        return d
 
 
 # what ended a run: its steps, its time, validation rising with the rate at its floor, or a stop signal
@@ -283,11 +287,17 @@ class Trainer:
         """Evaluate, log the score and save a checkpoint with it (without one if the evaluation was skipped)."""
         score = self.evaluate()
         if score is not None:
+            note = ""
             if score.loss < self.best_loss:
                 self.best_loss, self.best_step = score.loss, self.step
             elif score.loss > self.best_loss * (1 + RISE) and self.cfg.lr_drop < 1:
                 self.exhausted = self._drop_lr()
-            self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress()))
+                note = (f"validation {100 * (score.loss / self.best_loss - 1):.1f} % above its best "
+                        f"({self.best_loss:.4f} at step {self.best_step}): " +
+                        ("the learning rate is at its floor, so training stops" if self.exhausted
+                         else f"the learning rate drops to {self.lr():.2e}"))
+            self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress(),
+                                note))
         self._sample(score)
         self.save(self, score)
         return score

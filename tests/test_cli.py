@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from charrnn import __version__, checkpoint, devices, train
 from charrnn.cli import app, views
+from charrnn.evaluate import Score
 from tests.helpers import ROOT, TINY_FLAGS
 
 runner = CliRunner()
@@ -485,6 +486,28 @@ def test_progress_bar_says_where_the_run_is_and_what_it_does():
     timed = views.ProgressView(3000, max_time=120)
     timed.on_event(train.Event("train", 40, 2.5, 1e-3, 1.0, 1000.0, 12.4, 0.1))
     assert fields(timed)[0] == "step 40, 12s/120s"
+
+
+def test_the_user_hears_where_validation_rose_and_what_it_changed(corpus: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """Each drop of the learning rate, and the rise that ends the run, is told at its step, and the evaluation's line
+    of metrics.jsonl keeps the same words; evaluations that change nothing say nothing more."""
+    losses = iter([2.0, 2.5, *[2.6] * 10])
+    monkeypatch.setattr(train.Trainer, "evaluate", lambda self: Score(next(losses), 100))
+    out = tmp_path / "run"
+    result = cli("train", corpus, "--steps", "60", "--lr-drop", "0.1", "--min-lr-ratio", "0.1", "--out", out,
+                 *TINY_FLAGS)
+    assert result.exit_code == 0, result.output
+    told = [line for line in result.stderr.splitlines() if "above its best" in line]
+    assert len(told) == 2, result.stderr
+    assert told[0].startswith("step 20: validation 25.0 % above its best (2.0000 at step 10): the learning rate "
+                              "drops to ")
+    assert told[1] == ("step 30: validation 30.0 % above its best (2.0000 at step 10): the learning rate is at its "
+                       "floor, so training stops")
+    assert "validation rose again with the learning rate at its floor" in result.stderr
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(m["step"], m["note"]) for m in lines if "note" in m] == [(20, told[0][len("step 20: "):]),
+                                                                      (30, told[1][len("step 30: "):])]
 
 
 def test_eval_shows_progress_on_large_texts(trained: Path, monkeypatch: pytest.MonkeyPatch):

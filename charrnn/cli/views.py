@@ -160,3 +160,5 @@ class ProgressView:
             else:
                 line = f"step {e.step} {self.loss} lr {e.lr:.2e} {self.speed}"
             err.print(f"{line} [{e.elapsed:.0f}s, {100 * min(1.0, e.progress):.0f}%]", soft_wrap=True)
+        if e.note:  # on a terminal too, above the bar: the rate dropped, or the run ends
+            err.print(f"step {e.step}: {e.note}", soft_wrap=True, highlight=False)
