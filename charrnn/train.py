@@ -291,16 +291,21 @@ class Trainer:
             if score.loss < self.best_loss:
                 self.best_loss, self.best_step = score.loss, self.step
             elif score.loss > self.best_loss * (1 + RISE) and self.cfg.lr_drop < 1:
-                self.exhausted = self._drop_lr()
-                note = (f"validation {100 * (score.loss / self.best_loss - 1):.1f} % above its best "
-                        f"({self.best_loss:.4f} at step {self.best_step}): " +
-                        ("the learning rate is at its floor, so training stops" if self.exhausted
-                         else f"the learning rate drops to {self.lr():.2e}"))
+                note = self._rose(score.loss)
             self.callback(Event("val", self.step, score.loss, self.lr(), None, None, self.elapsed, self.progress(),
                                 note))
         self._sample(score)
         self.save(self, score)
         return score
+
+    def _rose(self, loss: float) -> str:
+        """Validation came out ``loss``, above its best: drop the rate, or find it at its floor and end the run.
+        Returns what that changed, in words, for the user."""
+        self.exhausted = self._drop_lr()
+        what = ("the learning rate is at its floor, so training stops" if self.exhausted
+                else f"the learning rate drops to {self.lr():.2e}")
+        return (f"validation {100 * (loss / self.best_loss - 1):.1f} % above its best ({self.best_loss:.4f} at step "
+                f"{self.best_step}): {what}")
 
     def _drop_lr(self) -> bool:
         """Validation rising while training falls: the model is overfitting, or the validation text drifts away
