@@ -118,10 +118,11 @@ class Contention:
         return True
 
 
-# precision = "auto" trains in bf16 autocast on a CPU with native bf16 for budgets up to this many seconds: measured
-# on an AVX-512-BF16 Xeon with configs/shakespeare.toml, bf16 made 1.42x the updates and ended lower at 100 s
-# (1.4367 against fp32's 1.4566) but higher at 600 s (1.4363 against 1.4280), where more updates no longer help
-BF16_MAX_TIME = 300.0
+# precision = "auto" trains in bf16 autocast on a CPU with native bf16, and the last FP32_FINISH of the run (of its
+# budget, or of its steps) in fp32: bf16 alone made 1.42x the updates and ended lower at 100 s (1.4367 against fp32's
+# 1.4566, configs/shakespeare.toml on an AVX-512-BF16 Xeon) but higher at 600 s (1.4363 against 1.4280), where more
+# updates no longer help and its coarser arithmetic costs a little
+FP32_FINISH = 0.2
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
@@ -136,15 +137,14 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
-def autocast_dtype(precision: str, device: str = "cpu", max_time: float | None = None,
-                   flags: frozenset[str] | None = None) -> torch.dtype | None:
+def autocast_dtype(precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> torch.dtype | None:
     """The autocast dtype for training, or None for plain fp32 (TF32 on CUDA).
 
-    ``auto`` is bf16 only on a CPU with native bf16 (``flags``: this CPU's) for a time budget of at most
-    BF16_MAX_TIME, and fp32 everywhere else: on CPUs without AVX-512-BF16 or AMX, bf16 is ~100x slower, and on an
-    H100 cuDNN's LSTM trained *slower* under bf16 autocast than in fp32 (bench/RESULTS.md)."""
+    ``auto`` is bf16 only on a CPU with native bf16 (``flags``: this CPU's), for all but the run's last FP32_FINISH
+    (the trainer's choice), and fp32 everywhere else: on CPUs without AVX-512-BF16 or AMX, bf16 is ~100x slower,
+    and on an H100 cuDNN's LSTM trained *slower* under bf16 autocast than in fp32 (bench/RESULTS.md)."""
     if precision != "auto":
         return torch.bfloat16 if precision == "bf16" else None
-    if device != "cpu" or max_time is None or max_time > BF16_MAX_TIME:
+    if device != "cpu":
         return None
     return torch.bfloat16 if NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags) else None

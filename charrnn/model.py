@@ -152,13 +152,14 @@ def frequency_rank(counts: torch.Tensor) -> torch.Tensor:
 
 
 def detach_state(state: State | None, keep: torch.Tensor | None = None) -> State | None:
-    """Cut the graph at a batch boundary: the values carry over, the gradients do not.
+    """Cut the graph at a batch boundary: the values carry over, in fp32 (bf16 autocast returns a bf16 state, which
+    an fp32 step's LSTM refuses and a checkpoint must not hold), the gradients do not.
     Where the boolean ``keep`` is False the state is zeroed instead (as if starting afresh)."""
     if state is None:
         return None
     if isinstance(state, tuple):
         return tuple(detach_state(s, keep) for s in state)
-    state = state.detach()
+    state = state.detach().float()
     return state if keep is None else torch.where(keep, state, torch.zeros((), device=state.device))
 
 
