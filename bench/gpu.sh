@@ -4,11 +4,15 @@
 #   training throughput (charrnn with and without CUDA graphs vs a hand-written nn.LSTM, same settings, same run),
 #   sampling speed (one stream and 64 streams),
 #   time to quality (validation loss after SECONDS: the hand-written loop and two charrnn configurations),
+#   auto-sizing there (`charrnn train CORPUS --max-time SECONDS --device cuda`, no other flags): what it picks,
+#   and with a corpus of thousands of distinct characters (LARGE_VOCAB), the adaptive output layer on the GPU:
+#   auto-sized training, `charrnn eval`, and sampling with top-k and top-p,
 #   and with several GPUs, data-parallel scaling (1 GPU against all of them at the same global batch).
-# usage: bash bench/gpu.sh [CORPUS] [SECONDS]    (from the repository root; prints JSON lines)
+# usage: bash bench/gpu.sh [CORPUS] [SECONDS] [LARGE_VOCAB]    (from the repository root; prints JSON lines)
 set -euo pipefail
 corpus=${1:-../shared/data/tinyshakespeare.txt}
 seconds=${2:-50}
+large_vocab=${3:-}
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=${PYTHON:-python3}
@@ -31,8 +35,16 @@ if [ -f "$corpus" ]; then
   $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda --eval-every 100000
   $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda --eval-every 100000 --no-baseline \
       --config configs/shakespeare-gpu.toml
+  $py bench/quality.py "$corpus" --seconds "$seconds" --device cuda --no-baseline --no-config  # auto-sized
 else
   echo "{\"bench\": \"quality\", \"skipped\": \"no corpus at $corpus\"}"
+fi
+if [ -n "$large_vocab" ] && [ -f "$large_vocab" ]; then
+  run=$(mktemp -d)/run
+  $py -m charrnn train "$large_vocab" --max-time "$seconds" --device cuda --out "$run" 2>&1 | grep -v "^ *$" | tail -n 4
+  $py -m charrnn eval --checkpoint "$run" --device cuda
+  $py -m charrnn generate --checkpoint "$run" --device cuda --length 80 --top-k 20 --seed 1
+  $py -m charrnn generate --checkpoint "$run" --device cuda --length 80 --top-p 0.9 --num-samples 4 --seed 1
 fi
 gpus=$($py -c "import torch; print(torch.cuda.device_count())")
 if [ "$gpus" -gt 1 ] && [ -f "$corpus" ]; then  # multi-GPU mode: 1 GPU against all of them, same global batch

@@ -72,8 +72,9 @@ def run_charrnn(corpus: Path, seconds: float, config: Path | None, device: str, 
     with train_cli(corpus, seconds, args) as (out, done, wall):
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         final = [m for m in lines if m["split"] == "val"][-1]
+        auto = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("auto-sized")]
         return {"impl": "charrnn", "steps": final["step"], "val_loss": final["loss"], "wall_s": round(wall, 1),
-                "command": " ".join(done.args[1:])}
+                "command": " ".join(done.args[1:]), **({"auto_line": auto[0]} if auto else {})}
 
 
 def main() -> None:

@@ -83,7 +83,7 @@ class TrainConfig:
     # environment
     seed: int = 1337
     device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast for short budgets on CPUs with native bf16, else fp32 (devices.py)
+    precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, else fp32 (devices.py)
 
     def __post_init__(self) -> None:
         validate(self)

@@ -118,11 +118,10 @@ class Contention:
         return True
 
 
-# precision = "auto" trains in bf16 autocast on a CPU with native bf16, and the last FP32_FINISH of the run (of its
-# budget, or of its steps) in fp32: bf16 alone made 1.42x the updates and ended lower at 100 s (1.4367 against fp32's
-# 1.4566, configs/shakespeare.toml on an AVX-512-BF16 Xeon) but higher at 600 s (1.4363 against 1.4280), where more
-# updates no longer help and its coarser arithmetic costs a little
-FP32_FINISH = 0.2
+# precision = "auto" is bf16 autocast on a CPU with native bf16 (AVX-512-BF16 or AMX), whatever the budget: on a
+# 2-core Xeon with AMX it trained 1.5-1.9x the chars/s, and auto-sized for that speed it ended 0.045-0.054 nats
+# below fp32 at 100 s on three corpora and 0.008 below at 600 s on tiny shakespeare; an fp32 finish (the last 20 %
+# of the run without autocast) cost steps and ended 0.002-0.015 above bf16 throughout (bench/RESULTS.md, session 12)
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
@@ -140,9 +139,9 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
 def autocast_dtype(precision: str, device: str = "cpu", flags: frozenset[str] | None = None) -> torch.dtype | None:
     """The autocast dtype for training, or None for plain fp32 (TF32 on CUDA).
 
-    ``auto`` is bf16 only on a CPU with native bf16 (``flags``: this CPU's), for all but the run's last FP32_FINISH
-    (the trainer's choice), and fp32 everywhere else: on CPUs without AVX-512-BF16 or AMX, bf16 is ~100x slower,
-    and on an H100 cuDNN's LSTM trained *slower* under bf16 autocast than in fp32 (bench/RESULTS.md)."""
+    ``auto`` is bf16 only on a CPU with native bf16 (``flags``: this CPU's), and fp32 everywhere else: on CPUs
+    without AVX-512-BF16 or AMX, bf16 is ~100x slower, and on an H100 cuDNN's LSTM trained *slower* under bf16
+    autocast than in fp32 (bench/RESULTS.md)."""
     if precision != "auto":
         return torch.bfloat16 if precision == "bf16" else None
     if device != "cpu":

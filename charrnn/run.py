@@ -619,12 +619,4 @@ def describe(setup: Setup, trainer: Trainer) -> str:
     return (f"corpus {text.path}{files}: {len(text.tokens):,} characters, {len(text.vocab)} distinct{held_out}; "
             f"model {cfg.cell} "
             f"{cfg.num_layers}x{cfg.hidden_size}, {params:,} parameters on {trainer.device}; "
-            f"{scale}, lr {cfg.lr:g}{_precision(trainer)}; run {setup.run_dir}")
-
-
-def _precision(trainer: Trainer) -> str:
-    """How the run computes, where not plainly in fp32."""
-    if trainer.autocast_dtype is None:
-        return ""
-    finish = f" (fp32 for the last {1 - trainer.fp32_from:.0%})" if trainer.fp32_from < 1 else ""
-    return f", bf16 autocast{finish}"
+            f"{scale}, lr {cfg.lr:g}{', bf16 autocast' if trainer.autocast_dtype else ''}; run {setup.run_dir}")

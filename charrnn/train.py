@@ -23,7 +23,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from charrnn import dist, graphs
 from charrnn.config import TrainConfig
 from charrnn.data import Batch, make_batches
-from charrnn.devices import FP32_FINISH, FUSED_CELLS, autocast_dtype
+from charrnn.devices import FUSED_CELLS, autocast_dtype
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
 from charrnn.evaluate import Progress, Score, Stopped, bits_per_char, evaluate, perplexity
@@ -136,8 +136,6 @@ class Trainer:
         self.device = device
         self.world = world
         self.autocast_dtype = autocast_dtype(cfg.precision, device.type)
-        # precision auto trains the end of the run in fp32, from this fraction of it on (devices.FP32_FINISH)
-        self.fp32_from = 1.0 - FP32_FINISH if cfg.precision == "auto" else math.inf
         self.val_tokens = val_tokens
         # validation during training scores a fixed slice, the split's first eval_chars predictions, so that it
         # costs the same on a corpus of any size (`charrnn eval` scores the whole split)
@@ -209,16 +207,11 @@ class Trainer:
         self.step += 1
         return loss, grad_norm
 
-    def step_dtype(self) -> torch.dtype | None:
-        """The autocast dtype of the next step, or None for fp32: auto's bf16 ends where its fp32 finish begins."""
-        return self.autocast_dtype if self.progress() < self.fp32_from else None
-
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor, hidden: State | None) -> graphs.Out:
         """Zero the gradients, forward, cross-entropy at every position, backward, clip by the global norm."""
         self.optimizer.zero_grad(set_to_none=True)
-        dtype = self.step_dtype()
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None,
-                            cache_enabled=False):
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None, cache_enabled=False):
             nll, hidden = self.parallel(x, hidden, targets=y)  # (B, T)
         loss = nll.mean()
         loss.backward()

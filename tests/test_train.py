@@ -185,20 +185,14 @@ def test_bf16_autocast_trains_on_cpu(corpus, tiny):
     assert dtypes[0] == torch.bfloat16 and math.isfinite(last) and last < first
 
 
-def test_auto_precision_trains_in_bf16_then_finishes_in_fp32_carrying_its_state(corpus, tiny, monkeypatch):
-    # as on a CPU with native bf16 (here, any CPU: a model this small trains in emulated bf16 in milliseconds)
-    monkeypatch.setattr(train, "autocast_dtype", lambda precision, device: torch.bfloat16)
-    trainer = make_trainer(corpus, replace(tiny, precision="auto", batching="sequential", steps=10))
-    dtypes = []
-    trainer.model.head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
-    for _ in range(10):  # the state carries over from the last bf16 step into the first fp32 one
+def test_the_state_carried_from_a_bf16_step_is_fp32(corpus, tiny):
+    # a model this small trains in bf16 in milliseconds even where the CPU emulates it
+    trainer = make_trainer(corpus, replace(tiny, precision="bf16", batching="sequential"))
+    for _ in range(3):
         trainer.train_step(next(trainer.batches))
-    finish = round(10 * devices.FP32_FINISH)
-    assert dtypes == [torch.bfloat16] * (10 - finish) + [torch.float32] * finish and finish >= 1
-    assert all(h.dtype == torch.float32 for h in trainer.hidden)  # what a checkpoint saves and resume accepts
-    explicit = make_trainer(corpus, replace(tiny, precision="bf16", steps=10))
-    explicit.step = 9
-    assert explicit.step_dtype() is torch.bfloat16  # bf16 asked for is bf16 to the end
+    assert all(h.dtype == torch.float32 for h in trainer.hidden)  # what a checkpoint holds and a resume accepts
+    trainer.autocast_dtype = None  # resumed with --precision fp32: the carried state goes into an fp32 LSTM
+    assert math.isfinite(float(trainer.train_step(next(trainer.batches))[0]))
 
 
 def test_non_finite_weights_are_never_saved(corpus, tiny):

@@ -85,8 +85,8 @@ def train(
     seed: Annotated[int | None, _setting("Random seed (same seed, same run).", DEFAULTS.seed)] = None,
     device: Annotated[str | None, _setting("auto (CUDA, then MPS, then CPU), cpu, cuda or mps.",
                                            DEFAULTS.device)] = None,
-    precision: Annotated[str | None, _setting("auto (bf16 for budgets up to 300 s on a CPU with native bf16, else "
-                                              "fp32: what measured best), fp32 or bf16 (autocast).",
+    precision: Annotated[str | None, _setting("auto (bf16 autocast on a CPU with native bf16, else fp32: "
+                                              "what measured best), fp32 or bf16 (autocast).",
                                               DEFAULTS.precision)] = None,
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
