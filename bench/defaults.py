@@ -81,8 +81,8 @@ TUNING = {
 # initial weights and batches), how far apart two runs of one configuration land, the noise under every gap in
 # the tables; and the fixed 2x128 validating as auto paces it on a 3 MB text at 100 s
 AUTO_SEEDS = {f"auto-seed{n}": ["--seed", str(n)] for n in (1, 2)}
-# auto's choice of precision against the two it chooses between (on a CPU with native bf16, auto is bf16 autocast
-# with an fp32 finish; elsewhere it is fp32): each sizes the model by the speed its own probe measures
+# auto's precision forced either way (on a CPU with native bf16 auto is bf16 autocast, elsewhere fp32): each sizes
+# the model by the speed its own probe measures
 PRECISION = {"auto-bf16": ["--precision", "bf16"], "auto-fp32": ["--precision", "fp32"]}
 CHECKS = {**AUTO_SEEDS, **PRECISION,
           **{f"{name}-seed1": [*flags, "--seed", "1"] for name, flags in PRECISION.items()},
