@@ -20,19 +20,22 @@ import numpy as np
 import torch
 
 from charrnn.config import TrainConfig
-from charrnn.corpus import load_corpus
+from charrnn.corpus import Corpus, load_corpus
 from charrnn.devices import cpu_flags
 from charrnn.model import CharRNN
+from charrnn.run import new_model
 from charrnn.train import Trainer
 
 PRECISIONS = ("fp32", "bf16")
 
 
-def trainer(tokens: np.ndarray, vocab: int, hidden: int, precision: str) -> Trainer:
+def trainer(tokens: np.ndarray, corpus: Corpus | None, hidden: int, precision: str) -> Trainer:
+    """A Trainer for the model a run would build (``corpus``'s output layer), or a full softmax over 65."""
     torch.manual_seed(0)
     cfg = TrainConfig(hidden_size=hidden, num_layers=2, batch_size=32, seq_len=64, precision=precision,
                       steps=10**9, device="cpu")
-    return Trainer(CharRNN(cfg.model_config(vocab)), cfg, tokens, tokens[:1000], torch.device("cpu"))
+    model = new_model(cfg, corpus) if corpus else CharRNN(cfg.model_config(65))
+    return Trainer(model, cfg, tokens, tokens[:1000], torch.device("cpu"))
 
 
 def main() -> None:
@@ -41,14 +44,11 @@ def main() -> None:
     p.add_argument("--hidden", default="128,256,384")
     p.add_argument("--seconds", type=float, default=3.0, help="per precision and width")
     args = p.parse_args()
-    if args.corpus:
-        corpus = load_corpus(args.corpus)
-        tokens, vocab = corpus.tokens[:300_000], len(corpus.vocab)
-    else:
-        tokens, vocab = np.random.default_rng(0).integers(0, 65, 200_000).astype(np.uint8), 65
+    corpus = load_corpus(args.corpus) if args.corpus else None
+    tokens = corpus.tokens[:300_000] if corpus else np.random.default_rng(0).integers(0, 65, 200_000).astype(np.uint8)
     native = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
     for hidden in map(int, args.hidden.split(",")):
-        trainers = {p: trainer(tokens, vocab, hidden, p) for p in PRECISIONS}
+        trainers = {p: trainer(tokens, corpus, hidden, p) for p in PRECISIONS}
         for t in trainers.values():  # allocation, kernel choice
             for _ in range(3):
                 t.train_step(next(t.batches))
@@ -62,7 +62,8 @@ def main() -> None:
                 steps[name] += 3
         speed = {name: round(steps[name] * 32 * 64 / spent[name]) for name in PRECISIONS}
         print(json.dumps({"bench": "precision", "corpus": args.corpus.name if args.corpus else "random-65",
-                          "vocab": vocab, "adaptive": bool(trainers["fp32"].model.config.cutoffs),
+                          "vocab": len(corpus.vocab) if corpus else 65,
+                          "adaptive": bool(trainers["fp32"].model.config.cutoffs),
                           "model": f"2x{hidden}", **{f"{k}_chars_per_s": v for k, v in speed.items()},
                           "ratio": round(speed["bf16"] / speed["fp32"], 2), "native_bf16": native,
                           "threads": torch.get_num_threads()}), flush=True)
