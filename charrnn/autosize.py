@@ -9,7 +9,9 @@ the passes it would make over the training split, ``P = seconds x chars/s / char
 
 - the model is 2x128, without dropout, while the budget is worth a few passes (P < ``FEW_PASSES``) and
   U < ``COMPUTE_BOUND_UPDATES``: compute, not text, is then what is short, and a smaller model makes ~2-2.6x the
-  updates (at 100 s, 2x128 beat every 2x256 on the Chinese-like text at P = 2.0 and tiny shakespeare at 2.8);
+  updates (at 100 s, 2x128 beat every 2x256 on the Chinese-like text at P = 2.0 and tiny shakespeare at 2.8),
+  unless it would make fewer than ``SMALL_MODEL_SPEEDUP`` times as many (``RELATIVE_SPEED``: the adaptive output
+  layer in bf16 autocast);
   2x384 from ``LARGE_UPDATES`` on a training split of at least ``LARGE_CORPUS`` characters; 2x256 otherwise;
 - the 2x256's and 2x384's dropout grows with P (``DROPOUT``): a model that sees its text many times over learns
   it by heart (at 100 s, 0.3 was the better one for the 2x256 on 100 KB of licences). P is counted for the
@@ -38,11 +40,17 @@ from charrnn.train import Trainer
 
 REFERENCE = {"num_layers": 2, "hidden_size": 256, "batch_size": 32, "seq_len": 64}  # the shape the probe times
 CHOSEN = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "seq_len")  # what the rule sets
-# training chars/s of 2x128 and 2x384 against 2x256 at batch 32 x 64, by output layer: steps in the same 100 s on a
-# 2-core Xeon with freed memory reused, 2.5-2.7x and 0.42x with a full softmax (Python source), 1.95-2.0x and 0.73x
-# with the adaptive one, whose cost does not shrink with the recurrent layers (Chinese-like text;
-# bench/results/grid-s9-100s.jsonl)
-RELATIVE_SPEED = {"full": {128: 2.6, 256: 1.0, 384: 0.45}, "adaptive": {128: 2.0, 256: 1.0, 384: 0.7}}
+# training chars/s of 2x128 and 2x384 against 2x256 at batch 32 x 64, by precision and output layer. fp32: steps in
+# the same 100 s on a 2-core Xeon with freed memory reused, 2.5-2.7x and 0.42x with a full softmax (Python source),
+# 1.95-2.0x and 0.73x with the adaptive one, whose cost does not shrink with the recurrent layers (Chinese-like
+# text; bench/results/grid-s9-100s.jsonl). bf16 autocast on a 2-core Xeon with AMX (bench/precision.py, twice;
+# bench/results/precision-s12.jsonl): 1.6-1.9x and 0.36-0.47x with a full softmax, but 1.0x and 0.65x with the
+# adaptive one, whose fp32 softmax over the clusters is then most of a step
+RELATIVE_SPEED = {"fp32": {"full": {128: 2.6, 256: 1.0, 384: 0.45}, "adaptive": {128: 2.0, 256: 1.0, 384: 0.7}},
+                  "bf16": {"full": {128: 1.8, 256: 1.0, 384: 0.45}, "adaptive": {128: 1.0, 256: 1.0, 384: 0.65}}}
+# the 2x128 is a way to make more updates in a short budget: where it makes hardly more than the 2x256 (the adaptive
+# output layer in bf16), the 2x256 is the model
+SMALL_MODEL_SPEEDUP = 1.5
 FEW_PASSES = 4.0
 COMPUTE_BOUND_UPDATES = 6_000
 LARGE_UPDATES = 16_000
@@ -74,6 +82,7 @@ class Choice:
     updates: float
     passes: float
     yours: tuple[str, ...] = ()  # the chosen settings the user gave
+    bf16: bool = False  # measured, and to be trained, in bf16 autocast
 
     def describe(self) -> str:
         """One line: the settings the run will use and why; those the user gave are named as theirs."""
@@ -81,7 +90,7 @@ class Choice:
         kept = f"; yours: {', '.join(self.yours)}" if self.yours else ""
         return (f"auto-sized for {self.seconds:g}s: {s['num_layers']}x{s['hidden_size']}, dropout {s['dropout']:g}, "
                 f"lr {s['lr']:g}, batch {s['batch_size']}x{s['seq_len']}{kept} "
-                f"(measured {self.chars_per_s / 1000:.1f}k chars/s: "
+                f"(measured {self.chars_per_s / 1000:.1f}k chars/s{' in bf16' if self.bf16 else ''}: "
                 f"~{self.updates:,.0f} updates of a 2x256 model, ~{self.passes:.1f} passes over "
                 f"{self.train_chars:,} training characters; --no-auto keeps the defaults)")
 
@@ -92,31 +101,35 @@ def learning_rate(hidden: int) -> float:
 
 
 def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool = False,
-           yours: dict[str, Any] | None = None, speed: float | None = None, val_chars: int | None = None) -> Choice:
+           yours: dict[str, Any] | None = None, speed: float | None = None, val_chars: int | None = None,
+           bf16: bool = False) -> Choice:
     """The settings for ``seconds`` of training at ``chars_per_s`` (the reference model's measured speed, with the
-    adaptive output layer if ``adaptive``). Those in ``yours`` (the user's) are kept; ``speed`` is the training
+    adaptive output layer if ``adaptive``, in bf16 autocast if ``bf16``). Those in ``yours`` (the user's) are
+    kept; ``speed`` is the training
     chars/s of the model that will train where its width or depth is the user's (measured): the chosen width's
     is RELATIVE_SPEED's estimate. ``val_chars``, the validation split's size, paces validation where it is small."""
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])
     passes = seconds * chars_per_s / max(train_chars, 1)
+    relative = RELATIVE_SPEED["bf16" if bf16 else "fp32"]["adaptive" if adaptive else "full"]
     hidden = 256
     if updates >= LARGE_UPDATES and train_chars >= LARGE_CORPUS:
         hidden = 384
-    elif passes < FEW_PASSES and updates < COMPUTE_BOUND_UPDATES:
+    elif passes < FEW_PASSES and updates < COMPUTE_BOUND_UPDATES and relative[128] >= SMALL_MODEL_SPEEDUP:
         hidden = 128
     dropout = 0.0 if hidden == 128 else next(d for limit, d in DROPOUT if passes < limit)
     yours = {k: v for k, v in (yours or {}).items() if k in CHOSEN}
     width = yours.get("hidden_size", hidden)
     s = {**REFERENCE, "hidden_size": hidden, "dropout": dropout, "lr": learning_rate(width), **yours}
     if speed is None:
-        speed = chars_per_s * RELATIVE_SPEED["adaptive" if adaptive else "full"][hidden]
+        speed = chars_per_s * relative[hidden]
     steps = seconds * speed / (s["batch_size"] * s["seq_len"])  # the run's, at its batch shape
     scored = EVAL_SHARE * seconds * EVAL_SPEED * speed  # characters one evaluation scores in its share
     # a validation split smaller than that is scored whole in less than the share: evaluate as much more often
     evaluations = min(MAX_EVALUATIONS, EVALUATIONS * max(1.0, min(scored, MAX_EVAL_CHARS) / (val_chars or math.inf)))
     evaluation = {"eval_every": max(10, int(steps / evaluations)),
                   "eval_chars": int(min(MAX_EVAL_CHARS, max(MIN_EVAL_CHARS, scored)))}
-    return Choice({**s, **evaluation}, seconds, chars_per_s, train_chars, updates, passes, tuple(sorted(yours)))
+    return Choice({**s, **evaluation}, seconds, chars_per_s, train_chars, updates, passes, tuple(sorted(yours)),
+                  bf16)
 
 
 def measure(trainer: Trainer, seconds: float = PROBE_SECONDS) -> float:

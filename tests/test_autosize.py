@@ -8,7 +8,7 @@ import pytest
 import tomllib
 import torch
 
-from charrnn import autosize, run
+from charrnn import autosize, devices, run
 from charrnn.autosize import choose
 from charrnn.config import LIMITS, TrainConfig
 from charrnn.data import split
@@ -70,7 +70,7 @@ def test_a_slower_machine_is_a_smaller_budget():
 def test_validation_costs_a_small_share_of_any_budget(head: str):
     for seconds, chars in ((30, MB), (100, 10 * MB), (600, 10 * MB), (3600, 100 * MB)):
         choice = choose(seconds, SPEED, chars, adaptive=head == "adaptive")
-        speed = SPEED * autosize.RELATIVE_SPEED[head][choice.settings["hidden_size"]]
+        speed = SPEED * autosize.RELATIVE_SPEED["fp32"][head][choice.settings["hidden_size"]]
         updates = seconds * speed / 2048
         assert updates / choice.settings["eval_every"] == pytest.approx(autosize.EVALUATIONS, rel=0.05)
         scoring = choice.settings["eval_chars"] / (autosize.EVAL_SPEED * speed)  # seconds per evaluation
@@ -83,7 +83,7 @@ def test_a_small_validation_split_is_scored_more_often_in_the_same_share():
     for seconds, val_chars, more in ((100, 10**6, 1.0), (100, 12_000, None), (600, 10_000, None)):
         plain = choose(seconds, SPEED, 90_000).settings
         choice = choose(seconds, SPEED, 90_000, val_chars=val_chars).settings
-        speed = SPEED * autosize.RELATIVE_SPEED["full"][choice["hidden_size"]]
+        speed = SPEED * autosize.RELATIVE_SPEED["fp32"]["full"][choice["hidden_size"]]
         share = autosize.EVAL_SHARE * seconds * autosize.EVAL_SPEED * speed  # characters an evaluation may score
         want = min(autosize.MAX_EVALUATIONS, autosize.EVALUATIONS * (more or share / val_chars))
         updates = seconds * speed / 2048
@@ -138,8 +138,8 @@ def test_a_stall_in_one_step_does_not_make_the_machine_look_slow(corpus: Path, t
 
 @pytest.fixture
 def fixed_speed(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The probe reports SPEED without timing anything (the choice is then the same on any machine); records the
-    trainers it was given."""
+    """The probe reports SPEED without timing anything, and auto's precision is fp32 (the choice is then the same on
+    any machine); records the trainers it was given."""
     probed: list[object] = []
 
     def measure(trainer: object, seconds: float = 0.0) -> float:
@@ -147,6 +147,7 @@ def fixed_speed(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         return SPEED
 
     monkeypatch.setattr(autosize, "measure", measure)
+    monkeypatch.setattr(devices, "cpu_flags", lambda cpuinfo=None: frozenset())
     return probed
 
 
@@ -177,6 +178,25 @@ def test_a_large_vocabulary_is_sized_with_the_adaptive_heads_speeds(tmp_path: Pa
     adaptive, full = (choose(5, SPEED, len(train), adaptive=a, val_chars=len(val) - 1).settings for a in (True, False))
     assert adaptive["hidden_size"] == 128 and adaptive["eval_every"] != full["eval_every"]
     assert setup.cfg.eval_every == adaptive["eval_every"]
+
+
+def test_in_bf16_the_small_model_is_chosen_only_where_it_makes_more_updates(tmp_path: Path,
+                                                                           fixed_speed: list[object],
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    # a compute-bound budget: in fp32 the 2x128 with either output layer; in bf16 the 2x128 makes ~1.8x the updates
+    # with a full softmax but no more than the 2x256 with the adaptive one (bench/results/precision-s12.jsonl)
+    width = {(bf16, adaptive): choose(100, 18_000, 900_000, adaptive, bf16=bf16).settings["hidden_size"]
+             for bf16 in (False, True) for adaptive in (False, True)}
+    assert width == {(False, False): 128, (False, True): 128, (True, False): 128, (True, True): 256}
+    assert " in bf16: " in choose(100, 18_000, 900_000, bf16=True).describe()
+    assert " in bf16" not in choose(100, 18_000, 900_000).describe()
+    text = tmp_path / "hanzi.txt"  # 2,500 distinct characters: the adaptive head
+    rng = np.random.default_rng(0)
+    text.write_text("".join(chr(0x4E00 + int(i)) for i in rng.zipf(1.3, 300_000) % 2500), encoding="utf-8")
+    monkeypatch.setattr(devices, "cpu_flags", lambda cpuinfo=None: frozenset({"amx_bf16"}))  # a CPU with bf16
+    setup = run.prepare(text, flags={"max_time": 5.0, "device": "cpu", "embedding_size": 8}, out=tmp_path / "r")
+    assert fixed_speed[0].autocast_dtype is torch.bfloat16  # the probe ran as the run will
+    assert setup.cfg.hidden_size == 256 and " in bf16: " in setup.notes[0]
 
 
 def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
