@@ -11,7 +11,7 @@ the passes it would make over the training split, ``P = seconds x chars/s / char
   U < ``COMPUTE_BOUND_UPDATES``: compute, not text, is then what is short, and a smaller model makes ~2-2.6x the
   updates (at 100 s, 2x128 beat every 2x256 on the Chinese-like text at P = 2.0 and tiny shakespeare at 2.8),
   unless it would make fewer than ``SMALL_MODEL_SPEEDUP`` times as many (``RELATIVE_SPEED``: the adaptive output
-  layer in bf16 autocast);
+  layer in bf16 autocast), where it is the 2x256, also without dropout;
   2x384 from ``LARGE_UPDATES`` on a training split of at least ``LARGE_CORPUS`` characters; 2x256 otherwise;
 - the 2x256's and 2x384's dropout grows with P (``DROPOUT``): a model that sees its text many times over learns
   it by heart (at 100 s, 0.3 was the better one for the 2x256 on 100 KB of licences). P is counted for the
@@ -49,7 +49,8 @@ CHOSEN = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "seq_len")
 RELATIVE_SPEED = {"fp32": {"full": {128: 2.6, 256: 1.0, 384: 0.45}, "adaptive": {128: 2.0, 256: 1.0, 384: 0.7}},
                   "bf16": {"full": {128: 1.8, 256: 1.0, 384: 0.45}, "adaptive": {128: 1.0, 256: 1.0, 384: 0.65}}}
 # the 2x128 is a way to make more updates in a short budget: where it makes hardly more than the 2x256 (the adaptive
-# output layer in bf16), the 2x256 is the model
+# output layer in bf16), the 2x256 is the model, without dropout as the 2x128 would be (at 100 s in bf16 on the
+# Chinese-like text: 2x256 d0 5.5189, 2x128 d0 5.5660, 2x256 d0.1 5.6199-5.7155 in three runs; bench/RESULTS.md)
 SMALL_MODEL_SPEEDUP = 1.5
 FEW_PASSES = 4.0
 COMPUTE_BOUND_UPDATES = 6_000
@@ -111,12 +112,13 @@ def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool 
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])
     passes = seconds * chars_per_s / max(train_chars, 1)
     relative = RELATIVE_SPEED["bf16" if bf16 else "fp32"]["adaptive" if adaptive else "full"]
+    compute_bound = passes < FEW_PASSES and updates < COMPUTE_BOUND_UPDATES
     hidden = 256
     if updates >= LARGE_UPDATES and train_chars >= LARGE_CORPUS:
         hidden = 384
-    elif passes < FEW_PASSES and updates < COMPUTE_BOUND_UPDATES and relative[128] >= SMALL_MODEL_SPEEDUP:
+    elif compute_bound and relative[128] >= SMALL_MODEL_SPEEDUP:
         hidden = 128
-    dropout = 0.0 if hidden == 128 else next(d for limit, d in DROPOUT if passes < limit)
+    dropout = 0.0 if compute_bound else next(d for limit, d in DROPOUT if passes < limit)
     yours = {k: v for k, v in (yours or {}).items() if k in CHOSEN}
     width = yours.get("hidden_size", hidden)
     s = {**REFERENCE, "hidden_size": hidden, "dropout": dropout, "lr": learning_rate(width), **yours}

@@ -185,9 +185,11 @@ def test_in_bf16_the_small_model_is_chosen_only_where_it_makes_more_updates(tmp_
                                                                            monkeypatch: pytest.MonkeyPatch):
     # a compute-bound budget: in fp32 the 2x128 with either output layer; in bf16 the 2x128 makes ~1.8x the updates
     # with a full softmax but no more than the 2x256 with the adaptive one (bench/results/precision-s12.jsonl)
-    width = {(bf16, adaptive): choose(100, 18_000, 900_000, adaptive, bf16=bf16).settings["hidden_size"]
-             for bf16 in (False, True) for adaptive in (False, True)}
-    assert width == {(False, False): 128, (False, True): 128, (True, False): 128, (True, True): 256}
+    model = {(bf16, adaptive): (choice["hidden_size"], choice["dropout"])
+             for bf16 in (False, True) for adaptive in (False, True)
+             for choice in [choose(100, 18_000, 900_000, adaptive, bf16=bf16).settings]}
+    assert model == {(False, False): (128, 0.0), (False, True): (128, 0.0), (True, False): (128, 0.0),
+                     (True, True): (256, 0.0)}  # compute-bound: no dropout whichever the width
     assert " in bf16: " in choose(100, 18_000, 900_000, bf16=True).describe()
     assert " in bf16" not in choose(100, 18_000, 900_000).describe()
     text = tmp_path / "hanzi.txt"  # 2,500 distinct characters: the adaptive head
@@ -196,7 +198,7 @@ def test_in_bf16_the_small_model_is_chosen_only_where_it_makes_more_updates(tmp_
     monkeypatch.setattr(devices, "cpu_flags", lambda cpuinfo=None: frozenset({"amx_bf16"}))  # a CPU with bf16
     setup = run.prepare(text, flags={"max_time": 5.0, "device": "cpu", "embedding_size": 8}, out=tmp_path / "r")
     assert fixed_speed[0].autocast_dtype is torch.bfloat16  # the probe ran as the run will
-    assert setup.cfg.hidden_size == 256 and " in bf16: " in setup.notes[0]
+    assert (setup.cfg.hidden_size, setup.cfg.dropout) == (256, 0.0) and " in bf16: " in setup.notes[0]
 
 
 def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
