@@ -48,7 +48,7 @@ CHOSEN = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "seq_len")
 # 1.95-2.0x and 0.73x with the adaptive one, whose cost does not shrink with the recurrent layers (Chinese-like
 # text; bench/results/grid-s9-100s.jsonl). bf16 autocast on a 2-core Xeon with AMX (bench/precision.py, twice;
 # bench/results/precision-s12.jsonl): 1.6-1.9x and 0.36-0.47x with a full softmax, but 1.0x and 0.65x with the
-# adaptive one, whose fp32 softmax over the clusters is then most of a step
+# adaptive one, which bf16 does not speed up at that width (0.94x of fp32; not profiled)
 RELATIVE_SPEED = {"fp32": {"full": {128: 2.6, 256: 1.0, 384: 0.45}, "adaptive": {128: 2.0, 256: 1.0, 384: 0.7}},
                   "bf16": {"full": {128: 1.8, 256: 1.0, 384: 0.45}, "adaptive": {128: 1.0, 256: 1.0, 384: 0.65}}}
 FEW_PASSES = 4.0
@@ -105,9 +105,9 @@ def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool 
            bf16: bool = False) -> Choice:
     """The settings for ``seconds`` of training at ``chars_per_s`` (the reference model's measured speed, with the
     adaptive output layer if ``adaptive``, in bf16 autocast if ``bf16``). Those in ``yours`` (the user's) are
-    kept; ``speed`` is the training
-    chars/s of the model that will train where its width or depth is the user's (measured): the chosen width's
-    is RELATIVE_SPEED's estimate. ``val_chars``, the validation split's size, paces validation where it is small."""
+    kept; ``speed`` is the training chars/s of the model that will train where its width or depth is the user's
+    (measured): the chosen width's is RELATIVE_SPEED's estimate. ``val_chars``, the validation split's size, paces
+    validation where it is small."""
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])
     passes = seconds * chars_per_s / max(train_chars, 1)
     relative = RELATIVE_SPEED["bf16" if bf16 else "fp32"]["adaptive" if adaptive else "full"]
