@@ -120,7 +120,7 @@ class Contention:
 
 # precision = "auto" is bf16 autocast on a CPU with native bf16 (AVX-512-BF16 or AMX), whatever the budget: on a
 # 2-core Xeon with AMX it trained a 2x256 1.9x as fast, and auto-sized for that speed it ended 0.041-0.054 nats
-# below fp32 at 100 s on three corpora and 0.008-0.009 below at 600 s on two; an fp32 finish (the last 20 % of the
+# below fp32 at 100 s on three corpora and 0.008-0.022 below at 600 s on three; an fp32 finish (the last 20 % of the
 # run without autocast) cost steps and ended 0.002-0.015 above bf16 throughout (bench/RESULTS.md, session 12)
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
