@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import tomllib
 import torch
-from quality import run_baseline, train_cli
+from quality import auto_line, run_baseline, train_cli
 
 import charrnn
 from charrnn.autosize import CHOSEN
@@ -126,7 +126,6 @@ def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
         quarter = max(1, len(speeds) // 4)  # training speed early and late: a run that slows down shows here
         speed = {"first_quarter": round(sum(speeds[:quarter]) / quarter), "last_quarter":
                  round(sum(speeds[-quarter:]) / quarter)} if speeds else {}
-        auto = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("auto-sized")]
         chosen = {k: settings[k] for k in CHOSEN}
         # the final weights, and the checkpoint `charrnn eval` and `generate` load by default (the best on the
         # validation slice the run scored), where that is an earlier one
@@ -137,7 +136,7 @@ def run_charrnn(corpus: Path, seconds: float, flags: list[str]) -> dict:
                 "chosen": chosen, "val_curve": curve,
                 **({"best_step": best.step, "best_val_loss": score(best.path, val)} if best.path != final.path
                    else {}),
-                **({"auto_line": auto[0]} if auto else {})}
+                **auto_line(done)}
 
 
 def table(path: Path) -> str:

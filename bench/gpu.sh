@@ -41,7 +41,7 @@ else
 fi
 if [ -n "$large_vocab" ] && [ -f "$large_vocab" ]; then
   run=$(mktemp -d)/run
-  $py -m charrnn train "$large_vocab" --max-time "$seconds" --device cuda --out "$run" 2>&1 | grep -v "^ *$" | tail -n 4
+  $py -m charrnn train "$large_vocab" --max-time "$seconds" --device cuda --out "$run" 2>&1 | grep -E "^(auto-sized|done:)"
   $py -m charrnn eval --checkpoint "$run" --device cuda
   $py -m charrnn generate --checkpoint "$run" --device cuda --length 80 --top-k 20 --seed 1
   $py -m charrnn generate --checkpoint "$run" --device cuda --length 80 --top-p 0.9 --num-samples 4 --seed 1

@@ -21,7 +21,7 @@ import torch
 
 from charrnn.config import TrainConfig
 from charrnn.corpus import Corpus, load_corpus
-from charrnn.devices import cpu_flags
+from charrnn.devices import NATIVE_BF16_FLAGS, cpu_flags
 from charrnn.model import CharRNN
 from charrnn.run import new_model
 from charrnn.train import Trainer
@@ -46,7 +46,7 @@ def main() -> None:
     args = p.parse_args()
     corpus = load_corpus(args.corpus) if args.corpus else None
     tokens = corpus.tokens[:300_000] if corpus else np.random.default_rng(0).integers(0, 65, 200_000).astype(np.uint8)
-    native = sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    native = sorted(NATIVE_BF16_FLAGS & cpu_flags())
     for hidden in map(int, args.hidden.split(",")):
         trainers = {p: trainer(tokens, corpus, hidden, p) for p in PRECISIONS}
         for t in trainers.values():  # allocation, kernel choice

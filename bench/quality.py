@@ -67,14 +67,19 @@ def train_cli(corpus: Path, seconds: float, args: list[str], entry: tuple[str, .
         yield out, done, wall
 
 
+def auto_line(done: subprocess.CompletedProcess) -> dict:
+    """Auto-sizing's line from a finished `charrnn train`, as {"auto_line": ...}, or {} where it sized nothing."""
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("auto-sized")]
+    return {"auto_line": lines[0]} if lines else {}
+
+
 def run_charrnn(corpus: Path, seconds: float, config: Path | None, device: str, extra: list[str]) -> dict:
     args = ["--device", device, *(["--config", str(config)] if config else []), *extra]
     with train_cli(corpus, seconds, args) as (out, done, wall):
         lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         final = [m for m in lines if m["split"] == "val"][-1]
-        auto = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("auto-sized")]
         return {"impl": "charrnn", "steps": final["step"], "val_loss": final["loss"], "wall_s": round(wall, 1),
-                "command": " ".join(done.args[1:]), **({"auto_line": auto[0]} if auto else {})}
+                "command": " ".join(done.args[1:]), **auto_line(done)}
 
 
 def main() -> None:

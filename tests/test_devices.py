@@ -50,7 +50,7 @@ def test_cpu_flags_are_read_from_cpuinfo():
 
 
 @pytest.mark.parametrize(("cpuinfo", "device", "expected"), [
-    (XEON_BF16, "cpu", torch.bfloat16),  # native bf16: bf16 (and an fp32 finish) measured better
+    (XEON_BF16, "cpu", torch.bfloat16),  # native bf16: bf16 measured better at 100 s and 600 s
     (XEON_BF16.replace("avx512_bf16 amx_tile", "amx_bf16"), "cpu", torch.bfloat16),
     (XEON, "cpu", None),  # AVX-512 without bf16: bf16 would be emulated, ~100x slower
     (GRAVITON, "cpu", None),  # never measured: fp32

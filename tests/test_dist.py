@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from charrnn import checkpoint
 from tests.helpers import charrnn, env
 
+# no dropout, whose draws differ between workers; fp32, since bf16 rounds a batch of 4 and two of 2 differently
 FLAGS = ["--hidden-size", "24", "--embedding-size", "8", "--seq-len", "16", "--log-every", "5", "--eval-every", "10",
-         "--warmup-steps", "5", "--dropout", "0", "--device", "cpu", "--precision", "fp32"]  # dropout draws differ
-# between workers; fp32, since bf16 rounds a batch of 4 and two of 2 differently
+         "--warmup-steps", "5", "--dropout", "0", "--device", "cpu", "--precision", "fp32"]
 pytestmark = pytest.mark.slow  # torchrun launches
 
 
