@@ -2,8 +2,8 @@
 
 With ``--max-time`` and neither a config file nor ``--no-auto``, a new run's size, regularisation and learning
 rate come from three numbers: the budget, the length of the training split, and this machine's speed, measured
-at the start by timing a few steps of the reference model (a 2x256 LSTM at batch 32 x 64, the corpus's own
-output layer).
+at the start by timing a few steps of the reference model (a 2x256 of the run's cell at batch 32 x 64, the
+corpus's own output layer).
 What the budget buys is counted in updates of the reference model, ``U = seconds x chars/s / (32 x 64)``, and in
 the passes it would make over the training split, ``P = seconds x chars/s / characters``:
 
@@ -43,6 +43,7 @@ from charrnn.train import Trainer
 
 REFERENCE = {"num_layers": 2, "hidden_size": 256, "batch_size": 32, "seq_len": 64}  # the shape the probe times
 CHOSEN = ("hidden_size", "num_layers", "dropout", "lr", "batch_size", "seq_len")  # what the rule sets
+PACING = ("eval_every", "eval_chars")  # ... and how often validation scores how much, which follows the choice
 # training chars/s of 2x128 and 2x384 against 2x256 at batch 32 x 64, by precision and output layer. fp32: steps in
 # the same 100 s on a 2-core Xeon with freed memory reused, 2.5-2.7x and 0.42x with a full softmax (Python source),
 # 1.95-2.0x and 0.73x with the adaptive one, whose cost does not shrink with the recurrent layers (Chinese-like

@@ -101,7 +101,8 @@ def prepare(corpus: Path | Sequence[Path] | None, *, config_file: Path | None = 
     validation = _validation_file(cfg, text.vocab, encoding, errors, progress)
     warnings += _overlap(text, validation)
     notes = []
-    if auto and cfg.max_time is not None and config_file is None and not set(autosize.CHOSEN) <= explicit:
+    left_to_size = {*autosize.CHOSEN, *autosize.PACING} - explicit  # the user may have given every one
+    if auto and cfg.max_time is not None and config_file is None and left_to_size:
         choice = size_for_budget(cfg, text, validation, explicit)
         cfg = dataclasses.replace(cfg, **{k: v for k, v in choice.settings.items() if k not in explicit})
         notes.append(choice.describe())

@@ -217,6 +217,20 @@ def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_spe
     assert settings["eval_every"] == expected.settings["eval_every"]
 
 
+def test_a_model_given_whole_still_gets_its_validation_paced(corpus: Path, tmp_path: Path,
+                                                           fixed_speed: list[object]):
+    # every setting of the model given, and a budget: validation is what is left to size (the defaults, 250,000
+    # characters every 250 steps, spent ~20 % of a 100 s run on a 10 MB corpus)
+    model = {"hidden_size": 24, "num_layers": 1, "dropout": 0.0, "lr": 0.01, "batch_size": 4, "seq_len": 8}
+    setup = run.prepare(corpus, flags={"max_time": 600.0, "device": "cpu", **model}, out=tmp_path / "r")
+    assert {k: getattr(setup.cfg, k) for k in model} == model
+    assert fixed_speed[-1].model.config.hidden_size == 24  # paced by the speed of the model that trains
+    train, val = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
+    expected = choose(600, SPEED, len(train), yours=model, speed=SPEED, val_chars=len(val) - 1).settings
+    assert (setup.cfg.eval_every, setup.cfg.eval_chars) == (expected["eval_every"], expected["eval_chars"])
+    assert setup.cfg.eval_every != TrainConfig().eval_every and "yours: batch_size, dropout" in setup.notes[0]
+
+
 def test_the_probe_takes_a_small_share_of_a_short_budget(corpus: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch):
     given: list[float] = []
@@ -241,7 +255,8 @@ def test_no_sizing(corpus: Path, tmp_path: Path, fixed_speed: list[object], how:
     args = {"--no-auto": ["--max-time", "600", "--no-auto"], "--config": ["--max-time", "600", "--config", config],
             "no budget": [],
             "everything given": ["--max-time", "600", "--hidden-size", "24", "--num-layers", "1", "--dropout", "0",
-                                 "--lr", "0.01", "--batch-size", "4", "--seq-len", "8"]}[how]
+                                 "--lr", "0.01", "--batch-size", "4", "--seq-len", "8", "--eval-every", "5",
+                                 "--eval-chars", "100"]}[how]
     done = charrnn("train", corpus, "--steps", "2", *args, *CPU, "--out", tmp_path / "r", cwd=tmp_path)
     assert "auto-sized" not in done.stderr and not fixed_speed
     settings = _settings(tmp_path / "r")
@@ -263,8 +278,8 @@ def test_a_budget_without_steps_is_ended_by_the_clock_alone(corpus: Path, tmp_pa
 def test_the_probe_does_not_change_what_the_seed_makes(corpus: Path, tmp_path: Path, fixed_speed: list[object]):
     flags = {"max_time": 600.0, "device": "cpu", "embedding_size": 8}
     sized = run.prepare(corpus, flags=flags, out=tmp_path / "a")
-    plain = run.prepare(corpus, flags={**flags, **{k: sized.cfg.to_dict()[k] for k in autosize.CHOSEN}},
-                        out=tmp_path / "b")
-    assert len(fixed_speed) == 1  # the second run gave every chosen setting: no probe
+    chosen = {k: sized.cfg.to_dict()[k] for k in (*autosize.CHOSEN, *autosize.PACING)}
+    plain = run.prepare(corpus, flags={**flags, **chosen}, out=tmp_path / "b")
+    assert len(fixed_speed) == 1  # the second run gave every setting auto-sizing sets: no probe
     for a, b in zip(sized.model.state_dict().values(), plain.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -67,8 +67,9 @@ def train(
                                               DEFAULTS.lr_drop)] = None,
     clip: Annotated[float | None, _setting("Clip gradients to this global norm (0 = off).", DEFAULTS.clip)] = None,
     steps: Annotated[int | None, _setting("Stop after this many steps.", DEFAULTS.steps)] = None,
-    max_time: Annotated[float | None, _setting("Train for this many seconds: the schedule fits the time, and without "
-                                               "--config or --no-auto the model is sized for it.", "none")] = None,
+    max_time: Annotated[float | None, _setting(
+        "Train for this many seconds: the schedule fits the time, and a new run without --config, --no-auto or "
+        "--init-from is sized for it.", "none")] = None,
     no_auto: Annotated[bool, typer.Option("--no-auto", help="With --max-time: keep the default model instead of "
                                           "sizing it for the budget.")] = False,
     eval_every: Annotated[int | None, _setting("Evaluate on the validation split and save every N steps.",
