@@ -81,10 +81,12 @@ TUNING = {
 # initial weights and batches), how far apart two runs of one configuration land, the noise under every gap in
 # the tables; and the fixed 2x128 validating as auto paces it on a 3 MB text at 100 s
 AUTO_SEEDS = {f"auto-seed{n}": ["--seed", str(n)] for n in (1, 2)}
+# auto without the learning rate's drop when validation rises (--lr-drop 1): what the drop costs or buys
+NO_DROP = {"auto-no-drop": ["--lr-drop", "1"]}
 # auto's precision forced either way (on a CPU with native bf16 auto is bf16 autocast, elsewhere fp32): each sizes
 # the model by the speed its own probe measures
 PRECISION = {"auto-bf16": ["--precision", "bf16"], "auto-fp32": ["--precision", "fp32"]}
-CHECKS = {**AUTO_SEEDS, **PRECISION,
+CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION,
           **{f"{name}-seed1": [*flags, "--seed", "1"] for name, flags in PRECISION.items()},
           **{f"h128-d0-lr2e-2-seed{n}": [*TUNING["h128-d0-lr2e-2"], "--seed", str(n)] for n in (1, 2)},
           "h128-d0-lr2e-2-paced": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "586", "--eval-chars", "180000"],
