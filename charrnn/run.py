@@ -122,7 +122,9 @@ def size_for_budget(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None,
     device = devices.for_worker(cfg.device, dist.SOLO)  # TF32 on CUDA, as the run will have it
     seconds = min(autosize.PROBE_SECONDS, autosize.PROBE_SHARE * cfg.max_time)
 
-    def probe(probed: TrainConfig) -> tuple[float, bool, bool, int, int]:
+    def probe(**shape: Any) -> tuple[float, bool, bool, int, int]:
+        """Time ``cfg`` with ``shape`` instead of its own, without dropout or samples (throwaway steps)."""
+        probed = dataclasses.replace(cfg, **shape, dropout=0.0, sample_every=0)
         train_tokens, val_tokens = splits(probed, corpus, validation)
         trainer = Trainer(new_model(probed, corpus, validation), probed, train_tokens, val_tokens[:2], device)
         adaptive, bf16 = isinstance(trainer.model.head, AdaptiveHead), trainer.autocast_dtype is not None
@@ -130,13 +132,12 @@ def size_for_budget(cfg: TrainConfig, corpus: Corpus, validation: Corpus | None,
 
     given_shape = explicit & {"batch_size", "seq_len"}
     shape = {k: v for k, v in autosize.REFERENCE.items() if k not in given_shape}
-    speed, adaptive, bf16, train_chars, val_chars = probe(dataclasses.replace(cfg, **shape, dropout=0.0,
-                                                                              sample_every=0))
+    speed, adaptive, bf16, train_chars, val_chars = probe(**shape)
     yours = {k: getattr(cfg, k) for k in explicit}
     choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours, val_chars=val_chars, bf16=bf16)
     if explicit & {"hidden_size", "num_layers"}:
-        own = dataclasses.replace(cfg, **{**choice.settings, "dropout": 0.0, "sample_every": 0})
-        choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours, probe(own)[0], val_chars, bf16)
+        own = {k: v for k, v in choice.settings.items() if k != "dropout"}
+        choice = autosize.choose(cfg.max_time, speed, train_chars, adaptive, yours, probe(**own)[0], val_chars, bf16)
     return choice
 
 
