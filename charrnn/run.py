@@ -49,6 +49,7 @@ RUNS_ROOT = Path("runs")
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 ENDED = "ended.json"
+MAX_ENDED = 1 << 12  # bytes of ended.json
 LOCK = ".lock"
 LARGE_VOCAB = 10_000
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, a closed terminal
@@ -258,7 +259,8 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
     cfg = config.resolve_resume(ckpt.meta.config, config_file, flags)
     state = ckpt.resume_state()
     done = state.trainer
-    if done.step >= cfg.steps or (cfg.max_time is not None and done.elapsed >= cfg.max_time):
+    if _finished(run_dir, done.step, ckpt.meta.config, cfg) or done.step >= cfg.steps or (
+            cfg.max_time is not None and done.elapsed >= cfg.max_time):
         raise CharRNNError(f"{run_dir} already finished (step {done.step}, {done.elapsed:.0f}s): "
                            "pass a larger --steps or --max-time to train further")
     _same_files(ckpt.meta.corpus)
@@ -270,6 +272,34 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
         raise _changed(ckpt.meta.validation, "validation file")
     set_seed(cfg.seed)
     return Setup(run_dir, cfg, text, ckpt.load_model(), state, warnings=list(ckpt.skipped), validation=validation)
+
+
+def _finished(run_dir: Path, step: int, old: TrainConfig, cfg: TrainConfig) -> bool:
+    """Whether the run ended cleanly at ``step`` on a limit that ``cfg`` (the resumed run's) does not raise: a timed
+    run stops short of --max-time by the time it keeps for its last evaluation. Raises where validation ended it."""
+    try:
+        end = read_end(run_dir)
+    except (OSError, ValueError, RecursionError, Damaged):
+        return False  # judged by its limits alone
+    if end is None or end.step != step:
+        return False
+    if end.how == "validation":
+        raise CharRNNError(f"{run_dir} already finished: validation rose with the learning rate at its floor "
+                           f"(step {step}), so more steps would only overfit; to train further, start a new run "
+                           f"from it with --init-from {run_dir}")
+    return end.how == "time" and (cfg.max_time or 0) <= (old.max_time or 0)
+
+
+def read_end(run_dir: Path) -> RunEnd | None:
+    """How the run's training ended (its ended.json), or None if it has not ended cleanly. Raises OSError,
+    ValueError or Damaged where the file does not read."""
+    path = run_dir / ENDED
+    try:
+        if path.stat().st_size > MAX_ENDED:
+            raise ValueError("too large")
+        return RunEnd.from_dict(json.loads(path.read_bytes()), ENDED)
+    except FileNotFoundError:
+        return None
 
 
 def _changed(info: CorpusInfo, what: str = "corpus") -> CharRNNError:

@@ -30,7 +30,6 @@ from charrnn.schema import CheckpointMeta, MetricLine, RunEnd, SampleLine
 
 State = Literal["running", "finished", "stopped", "crashed", "empty"]
 MAX_LINE = 1 << 20  # characters: a longer line of a JSON-lines log is damaged, and never held whole
-MAX_ENDED = 1 << 12  # bytes of ended.json
 
 
 @dataclass(frozen=True)
@@ -195,13 +194,8 @@ def _config_file(run_dir: Path, problems: list[str]) -> config.TrainConfig | Non
 
 
 def _ended(run_dir: Path, problems: list[str]) -> RunEnd | None:
-    path = run_dir / run.ENDED
     try:
-        if path.stat().st_size > MAX_ENDED:
-            raise ValueError("too large")
-        return RunEnd.from_dict(json.loads(path.read_bytes()), run.ENDED)
-    except FileNotFoundError:
-        return None
+        return run.read_end(run_dir)
     except (OSError, ValueError, RecursionError, Damaged) as e:
         problems.append(f"{run.ENDED} unreadable ({e})")
         return None

@@ -209,6 +209,7 @@ class TrainerState:
     window: dict[str, float | int]  # LogWindow as plain numbers: steps, loss, chars
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
+    eval_seconds: float = 0.0  # the last evaluation's: a timed run keeps that long for its final one (0: not saved)
 
 
 @dataclass
@@ -249,7 +250,8 @@ class ResumeState:
             bad_run=_get(t, "bad_run", int, where),
             window={"steps": _get(window, "steps", float, where), "loss": _get(window, "loss", float, where),
                     "chars": _get(window, "chars", int, where)},
-            optimizer=_get(t, "optimizer", dict, where), scheduler=_get(t, "scheduler", dict, where))
+            optimizer=_get(t, "optimizer", dict, where), scheduler=_get(t, "scheduler", dict, where),
+            eval_seconds=_get(t, "eval_seconds", float, where, optional=True) or 0.0)
         workers = []
         for i, w in enumerate(_get(d, "workers", list, where)):
             at = f"{where} worker {i}"

@@ -363,7 +363,8 @@ class Trainer:
             step=self.step, elapsed=self.elapsed, best_loss=self.best_loss, best_step=self.best_step,
             bad_run=int(self.bad_run),
             window={"steps": self.window.steps.item(), "loss": self.window.loss.item(), "chars": self.window.chars},
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict())
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            eval_seconds=self.eval_seconds)
         own = WorkerState(
             batches=self.batches.state_dict(), hidden=[h.cpu() for h in hidden], rng_cpu=torch.get_rng_state(),
             rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
@@ -372,7 +373,7 @@ class Trainer:
     def restore(self, shared: TrainerState, own: WorkerState) -> None:
         """Continue from a saved state (see ``state``), once every tensor in it is checked to fit."""
         check_restorable(self, shared, own)
-        self.step, self.elapsed = shared.step, shared.elapsed
+        self.step, self.elapsed, self.eval_seconds = shared.step, shared.elapsed, shared.eval_seconds
         self.best_loss, self.best_step = shared.best_loss, shared.best_step
         self.bad_run = torch.tensor(shared.bad_run, device=self.device)
         as64 = {"dtype": torch.float64, "device": self.device}
@@ -440,7 +441,8 @@ def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -
                 or not _rate(saved.get("lr"), trainer.cfg.lr)
                 or any(not _rate(b, 1.0) for b in saved.get("betas", ()))):
             fail("the optimizer's settings")
-    if not 0 <= shared.step < 2**62 or not math.isfinite(shared.elapsed) or shared.elapsed < 0:
+    if not 0 <= shared.step < 2**62 or not all(math.isfinite(t) and t >= 0 for t in (shared.elapsed,
+                                                                                   shared.eval_seconds)):
         fail("the step count or clock")
     want = trainer.hidden_shape()
     if own.hidden and (len(own.hidden) != len(want) or any(
