@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from charrnn import config
 from charrnn.train import Trainer
 
 REFERENCE = {"num_layers": 2, "hidden_size": 256, "batch_size": 32, "seq_len": 64}  # the shape the probe times
@@ -84,12 +85,14 @@ class Choice:
     passes: float
     yours: tuple[str, ...] = ()  # the chosen settings the user gave
     bf16: bool = False  # measured, and to be trained, in bf16 autocast
+    steps: int | None = None  # the user's, where they end the run before the budget (``seconds`` is their time)
 
     def describe(self) -> str:
         """One line: the settings the run will use and why; those the user gave are named as theirs."""
         s = self.settings
         kept = f"; yours: {', '.join(self.yours)}" if self.yours else ""
-        return (f"auto-sized for {self.seconds:g}s: {s['num_layers']}x{s['hidden_size']}, dropout {s['dropout']:g}, "
+        budget = f"your {self.steps:,} steps (~{self.seconds:.3g}s)" if self.steps is not None else f"{self.seconds:g}s"
+        return (f"auto-sized for {budget}: {s['num_layers']}x{s['hidden_size']}, dropout {s['dropout']:g}, "
                 f"lr {s['lr']:g}, batch {s['batch_size']}x{s['seq_len']}{kept} "
                 f"(measured {self.chars_per_s / 1000:.1f}k chars/s{' in bf16' if self.bf16 else ''}: "
                 f"~{self.updates:,.0f} updates of a 2x256 model, ~{self.passes:.1f} passes over "
@@ -104,11 +107,22 @@ def learning_rate(hidden: int) -> float:
 def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool = False,
            yours: dict[str, Any] | None = None, speed: float | None = None, val_chars: int | None = None,
            bf16: bool = False) -> Choice:
-    """The settings for ``seconds`` of training at ``chars_per_s`` (the reference model's measured speed, with the
-    adaptive output layer if ``adaptive``, in bf16 autocast if ``bf16``). Those in ``yours`` (the user's) are
-    kept; ``speed`` is the training chars/s of the model that will train where its width or depth is the user's
-    (measured): the chosen width's is RELATIVE_SPEED's estimate. ``val_chars``, the validation split's size, paces
-    validation where it is small."""
+    """The settings for ``seconds`` of training at ``chars_per_s`` (the reference model's measured speed, at the
+    run's batch shape, with the adaptive output layer if ``adaptive``, in bf16 autocast if ``bf16``). Those in
+    ``yours`` (the user's) are kept, and what follows from them follows them: their ``steps``, where they end the
+    run before the clock would, make the budget the time they take; their ``eval_chars`` sets how often validation
+    fits its share. ``speed`` is the training chars/s of the model that will train where its width or depth is the
+    user's (measured): the chosen width's is RELATIVE_SPEED's estimate. ``val_chars``, the validation split's size,
+    paces validation where it is small."""
+    given = yours or {}
+    yours = {k: v for k, v in given.items() if k in CHOSEN}
+    shape = {**REFERENCE, **yours}
+    step_chars = shape["batch_size"] * shape["seq_len"]
+    steps_given = given.get("steps")
+    if steps_given is not None and steps_given * step_chars < seconds * chars_per_s:  # the steps end it first
+        seconds = steps_given * step_chars / chars_per_s
+    else:
+        steps_given = None
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])
     passes = seconds * chars_per_s / max(train_chars, 1)
     relative = RELATIVE_SPEED["bf16" if bf16 else "fp32"]["adaptive" if adaptive else "full"]
@@ -119,19 +133,23 @@ def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool 
     elif compute_bound and (adaptive or not bf16):
         hidden = 128
     dropout = 0.0 if compute_bound else next(d for limit, d in DROPOUT if passes < limit)
-    yours = {k: v for k, v in (yours or {}).items() if k in CHOSEN}
     width = yours.get("hidden_size", hidden)
-    s = {**REFERENCE, "hidden_size": hidden, "dropout": dropout, "lr": learning_rate(width), **yours}
+    s = {**shape, "hidden_size": hidden, "dropout": dropout, "lr": learning_rate(width), **yours}
     if speed is None:
         speed = chars_per_s * relative[hidden]
-    steps = seconds * speed / (s["batch_size"] * s["seq_len"])  # the run's, at its batch shape
-    scored = EVAL_SHARE * seconds * EVAL_SPEED * speed  # characters one evaluation scores in its share
-    # a validation split smaller than that is scored whole in less than the share: evaluate as much more often
-    evaluations = min(MAX_EVALUATIONS, EVALUATIONS * max(1.0, min(scored, MAX_EVAL_CHARS) / (val_chars or math.inf)))
-    evaluation = {"eval_every": max(10, int(steps / evaluations)),
+    steps = min(seconds * speed / step_chars, steps_given or math.inf)  # the run's, at its batch shape
+    scored = EVAL_SHARE * EVAL_SPEED * steps * step_chars  # characters an evaluation scores in its share of the run
+    per = min(scored, MAX_EVAL_CHARS)
+    if "eval_chars" in given:  # theirs (0: the whole split): as many evaluations as fit in the same share
+        each = min(given["eval_chars"] or math.inf, val_chars or math.inf)
+        ratio = per / each if each < math.inf else 1.0
+    else:  # a validation split smaller than the share is scored whole in less of it: evaluate as much more often
+        ratio = max(1.0, per / (val_chars or math.inf))
+    evaluations = min(MAX_EVALUATIONS, EVALUATIONS * ratio)
+    evaluation = {"eval_every": int(min(config.LIMITS["eval_every"], max(10, steps / evaluations))),
                   "eval_chars": int(min(MAX_EVAL_CHARS, max(MIN_EVAL_CHARS, scored)))}
     return Choice({**s, **evaluation}, seconds, chars_per_s, train_chars, updates, passes, tuple(sorted(yours)),
-                  bf16)
+                  bf16, steps_given)
 
 
 def measure(trainer: Trainer, seconds: float = PROBE_SECONDS) -> float:

@@ -95,9 +95,40 @@ def test_a_small_validation_split_is_scored_more_often_in_the_same_share():
 
 
 def test_the_line_says_what_was_chosen_and_why():
-    line = choose(200, 27_300, 1_003_854, yours={"dropout": 0.25, "lr": 3e-3, "steps": 9}).describe()
+    line = choose(200, 27_300, 1_003_854, yours={"dropout": 0.25, "lr": 3e-3, "steps": 9000}).describe()
     assert line.startswith("auto-sized for 200s: 2x256, dropout 0.25, lr 0.003, batch 32x64; yours: dropout, lr (")
     assert "27.3k chars/s" in line and "1,003,854 training characters" in line and "--no-auto" in line
+    assert choose(200, 27_300, 1_003_854, yours={"steps": 900}).describe().startswith(
+        "auto-sized for your 900 steps (~67.5s): 2x128, dropout 0, lr 0.02, batch 32x64 (")
+
+
+def test_steps_that_end_the_run_first_are_the_budget():
+    """--steps with --max-time: the run ends at whichever comes first, so where the steps do, the model is the one
+    for the time they take, and validation is paced by them (sized for the clock it would never evaluate)."""
+    for seconds, chars in ((600, 10 * MB), (3600, 20 * MB)):
+        steps = 1000  # ~60 s of a 2x256 at SPEED
+        capped = choose(seconds, SPEED, chars, yours={"steps": steps}).settings
+        same = choose(steps * 2048 / SPEED, SPEED, chars).settings
+        assert {k: capped[k] for k in autosize.CHOSEN} == {k: same[k] for k in autosize.CHOSEN}
+        assert capped["hidden_size"] == 128 and choose(seconds, SPEED, chars).settings["hidden_size"] >= 256
+        assert steps / capped["eval_every"] == pytest.approx(autosize.EVALUATIONS, rel=0.05)  # all within the steps
+    slow = choose(600, SPEED, 10 * MB, yours={"steps": 10**6})  # more steps than the budget makes: the clock ends it
+    assert slow.settings == choose(600, SPEED, 10 * MB).settings and slow.steps is None
+
+
+def test_validation_follows_the_share_at_your_eval_chars():
+    """--eval-chars given: as many evaluations as fit in the same share of the budget (fewer where they score more,
+    up to MAX_EVALUATIONS where less); 0, the whole split, by the split's size."""
+    plain = choose(100, SPEED, 10 * MB, val_chars=10**6).settings
+    share = plain["eval_chars"] * autosize.EVALUATIONS  # characters scored by all evaluations together
+    speed = SPEED * autosize.RELATIVE_SPEED["fp32"]["full"][plain["hidden_size"]]
+    steps = 100 * speed / 2048
+    for eval_chars, scored in ((4 * plain["eval_chars"], 4 * plain["eval_chars"]), (0, 10**6),
+                               (plain["eval_chars"] // 4, plain["eval_chars"] // 4)):
+        yours = choose(100, SPEED, 10 * MB, yours={"eval_chars": eval_chars}, val_chars=10**6).settings
+        assert steps / yours["eval_every"] * scored == pytest.approx(share, rel=0.05), eval_chars
+    few = choose(100, SPEED, 10 * MB, yours={"eval_chars": 1}, val_chars=10**6).settings
+    assert steps / few["eval_every"] == pytest.approx(autosize.MAX_EVALUATIONS, rel=0.05)
 
 
 def test_what_follows_from_a_setting_of_yours_follows_it():
@@ -159,9 +190,9 @@ def test_a_timed_run_is_sized_for_its_budget(corpus: Path, tmp_path: Path, fixed
     done = charrnn("train", corpus, "--max-time", "600", "--steps", "2", "--embedding-size", "8", *CPU,
                    "--out", tmp_path / "r", cwd=tmp_path)
     train, val = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
-    expected = choose(600, SPEED, len(train), val_chars=len(val) - 1)
+    expected = choose(600, SPEED, len(train), yours={"steps": 2}, val_chars=len(val) - 1)  # the steps end it first
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("auto-sized")]
-    assert line == expected.describe()
+    assert line == expected.describe() and line.startswith("auto-sized for your 2 steps (~")
     settings = _settings(tmp_path / "r")
     for key, value in expected.settings.items():
         assert settings[key] == value, key
@@ -212,7 +243,7 @@ def test_flags_given_win_over_the_choice(corpus: Path, tmp_path: Path, fixed_spe
     assert reference == autosize.REFERENCE["hidden_size"]  # the speed the rule reads means one thing
     assert yours == 16  # the speed of the model that trains paces its validation
     train, val = split(np.zeros(len(corpus.read_text(encoding="utf-8"))), TrainConfig().val_fraction)
-    expected = choose(600, SPEED, len(train), yours={"hidden_size": 16, "dropout": 0.05}, speed=SPEED,
+    expected = choose(600, SPEED, len(train), yours={"hidden_size": 16, "dropout": 0.05, "steps": 2}, speed=SPEED,
                       val_chars=len(val) - 1)
     assert settings["eval_every"] == expected.settings["eval_every"]
 

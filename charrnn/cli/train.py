@@ -69,7 +69,8 @@ def train(
     steps: Annotated[int | None, _setting("Stop after this many steps.", DEFAULTS.steps)] = None,
     max_time: Annotated[float | None, _setting(
         "Train for this many seconds: the schedule fits the time, and a new run without --config, --no-auto or "
-        "--init-from is sized for it.", "none")] = None,
+        "--init-from is sized for it (for the time --steps take, where they end it first; not under torchrun).",
+        "none")] = None,
     no_auto: Annotated[bool, typer.Option("--no-auto", help="With --max-time: keep the default model instead of "
                                           "sizing it for the budget.")] = False,
     eval_every: Annotated[int | None, _setting("Evaluate on the validation split and save every N steps.",
