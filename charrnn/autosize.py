@@ -118,9 +118,9 @@ def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool 
     yours = {k: v for k, v in given.items() if k in CHOSEN}
     shape = {**REFERENCE, **yours}
     step_chars = shape["batch_size"] * shape["seq_len"]
-    steps_given = given.get("steps")
-    if steps_given is not None and steps_given * step_chars < seconds * chars_per_s:  # the steps end it first
-        seconds = steps_given * step_chars / chars_per_s
+    steps_given, pace = given.get("steps"), speed or chars_per_s  # the speed of the model that trains, or a guess
+    if steps_given is not None and steps_given * step_chars < seconds * pace:  # the steps end it first
+        seconds = steps_given * step_chars / pace
     else:
         steps_given = None
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])

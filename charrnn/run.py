@@ -259,8 +259,8 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
     cfg = config.resolve_resume(ckpt.meta.config, config_file, flags)
     state = ckpt.resume_state()
     done = state.trainer
-    if _finished(run_dir, done.step, ckpt.meta.config, cfg) or done.step >= cfg.steps or (
-            cfg.max_time is not None and done.elapsed >= cfg.max_time):
+    if _finished(run_dir, done.step, ckpt.meta.config, cfg) or done.step >= cfg.steps or (  # no time to train:
+            cfg.max_time is not None and done.elapsed >= cfg.max_time - min(done.eval_seconds, cfg.max_time / 2)):
         raise CharRNNError(f"{run_dir} already finished (step {done.step}, {done.elapsed:.0f}s): "
                            "pass a larger --steps or --max-time to train further")
     _same_files(ckpt.meta.corpus)

@@ -112,6 +112,8 @@ def test_steps_that_end_the_run_first_are_the_budget():
         assert {k: capped[k] for k in autosize.CHOSEN} == {k: same[k] for k in autosize.CHOSEN}
         assert capped["hidden_size"] == 128 and choose(seconds, SPEED, chars).settings["hidden_size"] >= 256
         assert steps / capped["eval_every"] == pytest.approx(autosize.EVALUATIONS, rel=0.05)  # all within the steps
+    wide = choose(600, SPEED, 10 * MB, yours={"hidden_size": 1024, "steps": 1000}, speed=SPEED / 10)  # measured
+    assert wide.seconds == pytest.approx(1000 * 2048 / (SPEED / 10)) and wide.settings["eval_every"] == 200
     slow = choose(600, SPEED, 10 * MB, yours={"steps": 10**6})  # more steps than the budget makes: the clock ends it
     assert slow.settings == choose(600, SPEED, 10 * MB).settings and slow.steps is None
 

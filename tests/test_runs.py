@@ -218,5 +218,7 @@ def test_a_run_that_ran_out_of_time_is_finished(tmp_path: Path, monkeypatch: pyt
     for more in ({}, {"steps": 10**7}):
         with pytest.raises(CharRNNError, match=r"r already finished \(step 21, 4s\): pass a larger --steps or"):
             run.prepare(tmp_path / "r", flags=more, resume=True)
+    with pytest.raises(CharRNNError, match="already finished"):  # too little more: its final evaluation takes 1 s
+        run.prepare(tmp_path / "r", flags={"max_time": 5.05}, resume=True)
     resumed = run.build_trainer(run.prepare(tmp_path / "r", flags={"max_time": 10.0}, resume=True))
     assert (resumed.step, resumed.eval_seconds) == (21, pytest.approx(1.0))  # keeps its room for the last one
