@@ -42,7 +42,7 @@ from charrnn.evaluate import Score
 from charrnn.model import AdaptiveHead, CharRNN, choose_cutoffs, frequency_rank, widen_vocab
 from charrnn.schema import CheckpointMeta, CorpusInfo, ResumeState, RunEnd, SampleLine, Scores, SourceFile
 from charrnn.sources import expand
-from charrnn.train import Event, Summary, Trainer, set_seed
+from charrnn.train import Event, Summary, Trainer, set_seed, training_time
 from charrnn.vocab import UnknownCharacters, Vocab, describe_chars
 
 RUNS_ROOT = Path("runs")
@@ -260,7 +260,7 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
     state = ckpt.resume_state()
     done = state.trainer
     if _finished(run_dir, done.step, ckpt.meta.config, cfg) or done.step >= cfg.steps or (  # no time to train:
-            cfg.max_time is not None and done.elapsed >= cfg.max_time - min(done.eval_seconds, cfg.max_time / 2)):
+            cfg.max_time is not None and done.elapsed >= training_time(cfg.max_time, done.eval_seconds)):
         raise CharRNNError(f"{run_dir} already finished (step {done.step}, {done.elapsed:.0f}s): "
                            "pass a larger --steps or --max-time to train further")
     _same_files(ckpt.meta.corpus)

@@ -99,6 +99,12 @@ def make_optimizer(model: CharRNN, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=True)
 
 
+def training_time(max_time: float, eval_seconds: float) -> float:
+    """The seconds of ``max_time`` for training: the end of the budget is kept for the final evaluation, as long as
+    the last evaluation took (``eval_seconds``, at most half of the budget), so that the run ends on time."""
+    return max_time - min(eval_seconds, max_time / 2)
+
+
 MAX_NONFINITE = 5  # consecutive non-finite steps before training stops
 # a validation loss this far (relative) above the best so far is a rise, not noise, and drops the rate (lr_drop)
 RISE = 0.01
@@ -176,10 +182,8 @@ class Trainer:
         return done
 
     def training_time(self) -> float:
-        """The seconds of ``max_time`` for training: the end of the budget is kept for the final evaluation, as
-        long as the last evaluation took (at most half of it), so that the run ends on time."""
         assert self.cfg.max_time is not None
-        return self.cfg.max_time - min(self.eval_seconds, self.cfg.max_time / 2)
+        return training_time(self.cfg.max_time, self.eval_seconds)
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One update on one batch. Returns the loss and the gradient norm before clipping, as tensors on the

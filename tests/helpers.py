@@ -9,11 +9,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from charrnn import run
+from charrnn import train as training
 from charrnn.config import TrainConfig
 from charrnn.train import Trainer
 
@@ -60,6 +63,26 @@ def make_trainer(corpus: Path, cfg: TrainConfig, **attrs: object) -> Trainer:
     for name, value in attrs.items():
         setattr(trainer, name, value)
     return trainer
+
+
+def fake_clock(monkeypatch: pytest.MonkeyPatch, trainer: Trainer, step: float, evaluation: float) -> list[float]:
+    """Training's clock made fake: each of ``trainer``'s steps takes ``step`` seconds, each evaluation
+    ``evaluation``. Returns the clock (its one element is the time now)."""
+    clock = [0.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    real_evaluate, real_step = training.evaluate, trainer.train_step
+
+    def slow_evaluate(*args: object, **kwargs: object) -> object:
+        clock[0] += evaluation
+        return real_evaluate(*args, **kwargs)
+
+    def timed_step(batch: object) -> object:
+        clock[0] += step
+        return real_step(batch)
+
+    monkeypatch.setattr(training, "evaluate", slow_evaluate)
+    trainer.train_step = timed_step
+    return clock
 
 
 def env() -> dict[str, str]:

@@ -8,16 +8,14 @@ import json
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
 from charrnn import run, runs
-from charrnn import train as trainer_module
 from charrnn.cli import app
 from charrnn.errors import CharRNNError
-from tests.helpers import RUN_FLAGS, resume, train
+from tests.helpers import RUN_FLAGS, fake_clock, resume, train
 
 runner = CliRunner()
 
@@ -191,26 +189,11 @@ def test_a_run_that_validation_stopped_is_finished(tmp_path: Path, monkeypatch: 
 def test_a_run_that_ran_out_of_time_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A timed run stops short of --max-time by the time it keeps for its last evaluation; resuming it anyway
     would train a few more steps past its end and score again, unless given more time."""
-    clock = [0.0]  # a fake one: a step takes 0.1 s, an evaluation 1 s
-    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    evaluate = trainer_module.evaluate
-
-    def slow_evaluate(*args, **kwargs):
-        clock[0] += 1.0
-        return evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "evaluate", slow_evaluate)
     (tmp_path / "corpus.txt").write_text("the quiet river carries the old stone.\n" * 160, encoding="utf-8")
     flags = {**RUN_FLAGS, "steps": 10**6, "max_time": 5.0}
     setup = run.prepare(tmp_path / "corpus.txt", flags=flags, out=tmp_path / "r", auto=False)
     trainer = run.build_trainer(setup)
-    step = trainer.train_step
-
-    def timed_step(batch):
-        clock[0] += 0.1
-        return step(batch)
-
-    trainer.train_step = timed_step
+    fake_clock(monkeypatch, trainer, step=0.1, evaluation=1.0)
     summary = run.fit(trainer, setup)
     # evaluations at steps 10 and 20 keep the last second for the final one: training stops at 4.1 s
     assert (summary.stopped_by, summary.steps, summary.elapsed) == ("time", 21, pytest.approx(4.1))

@@ -13,7 +13,7 @@ from charrnn.data import split
 from charrnn.errors import CharRNNError, Damaged
 from charrnn.evaluate import Score, evaluate
 from charrnn.train import Event, lr_factor
-from tests.helpers import make_trainer
+from tests.helpers import fake_clock, make_trainer
 
 
 def test_schedule_warms_up_then_decays():
@@ -244,23 +244,8 @@ def test_a_stop_signal_saves_a_scored_checkpoint_unless_given_twice(corpus, tiny
 def test_max_time_keeps_room_for_the_final_evaluation(corpus, tiny, monkeypatch):
     # a fake clock: a training step takes 0.1 s, an evaluation 1 s; the run must end, evaluation included,
     # within one step of --max-time, with the learning rate fully decayed
-    clock = [0.0]
-    monkeypatch.setattr(train, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    real_evaluate = train.evaluate
-
-    def slow_evaluate(*args, **kwargs):
-        clock[0] += 1.0
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train, "evaluate", slow_evaluate)
     trainer = make_trainer(corpus, replace(tiny, steps=10**6, max_time=5.0, eval_every=10))
-    step = trainer.train_step
-
-    def timed_step(batch):
-        clock[0] += 0.1
-        return step(batch)
-
-    trainer.train_step = timed_step
+    clock = fake_clock(monkeypatch, trainer, step=0.1, evaluation=1.0)
     summary = trainer.fit()
     assert summary.stopped_by == "time" and trainer.eval_seconds == pytest.approx(1.0)
     assert clock[0] <= 5.0 + 0.1 + 1e-6
