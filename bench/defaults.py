@@ -88,7 +88,8 @@ NO_DROP = {"auto-no-drop": ["--lr-drop", "1"]}
 PRECISION = {"auto-bf16": ["--precision", "bf16"], "auto-fp32": ["--precision", "fp32"]}
 CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION,
           **{f"{name}-seed1": [*flags, "--seed", "1"] for name, flags in PRECISION.items()},
-          **{f"h128-d0-lr2e-2-seed{n}": [*TUNING["h128-d0-lr2e-2"], "--seed", str(n)] for n in (1, 2)},
+          **{f"{name}-seed{n}": [*TUNING[name], "--seed", str(n)]
+             for name in ("h128-d0-lr2e-2", "h256-d0-lr1e-2") for n in (1, 2)},
           "h128-d0-lr2e-2-paced": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "586", "--eval-chars", "180000"],
           # ... and as auto paced it on the Chinese-like text at 100 s in session 9, three seeds
           **{f"h128-d0-lr2e-2-paced374{light}{seed}": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "374",
