@@ -69,6 +69,10 @@ class Setup:
     notes: list[str] = field(default_factory=list)  # lines for the user, such as what auto-sizing chose
     numbered: bool = False  # run_dir is a default name: if another run takes it first, use the next -N
     lock: int | None = None  # file descriptor holding RUN/.lock while this process trains (rank 0)
+    # what run_dir held before this run claimed it, if it was there already (--out an existing folder): all that a
+    # run that fails before writing anything of value may remove is what it added
+    found: frozenset[str] | None = None
+    seen: tuple[str, ...] = ()  # the run's checkpoints when it was prepared (a resumed one's)
     board: board.Board | None = None  # TensorBoard's writer while this process trains (rank 0, --tensorboard)
 
 
@@ -255,6 +259,7 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
     run_dir = run_dir if run_dir is not None else checkpoint.latest_run(RUNS_ROOT)
     if not run_dir.is_dir():
         raise CharRNNError(f"there is no run {run_dir} to resume")
+    seen = _names(checkpoint.list_checkpoints(run_dir))
     ckpt = checkpoint.latest_of(run_dir)
     cfg = config.resolve_resume(ckpt.meta.config, config_file, flags)
     state = ckpt.resume_state()
@@ -271,7 +276,8 @@ def _resume(run_dir: Path | None, config_file: Path | None, flags: dict[str, Any
     if validation is None and ckpt.meta.validation is not None:
         raise _changed(ckpt.meta.validation, "validation file")
     set_seed(cfg.seed)
-    return Setup(run_dir, cfg, text, ckpt.load_model(), state, warnings=list(ckpt.skipped), validation=validation)
+    return Setup(run_dir, cfg, text, ckpt.load_model(), state, warnings=list(ckpt.skipped), validation=validation,
+                 seen=seen)
 
 
 def _finished(run_dir: Path, step: int, old: TrainConfig, cfg: TrainConfig) -> bool:
@@ -413,7 +419,8 @@ def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event],
     if cfg.sample_every:
         samples.start(setup.corpus.vocab, cfg.sample_prefix)  # a prefix of unseen characters fails before any write
     if world.is_main:
-        setup.run_dir, setup.lock = _claim(setup.run_dir, setup.numbered)
+        setup.run_dir, setup.lock, setup.found = _claim(setup.run_dir, setup.numbered)
+        _still_as_prepared(setup)
         (setup.run_dir / ENDED).unlink(missing_ok=True)
         if setup.resume is not None:
             for name in (METRICS, samples.SAMPLES):
@@ -466,17 +473,22 @@ def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) 
     return None
 
 
-def _claim(run_dir: Path, numbered: bool) -> tuple[Path, int]:
+def _claim(run_dir: Path, numbered: bool) -> tuple[Path, int, frozenset[str] | None]:
     """Make ``run_dir`` this process's own: create it (with the next free -N suffix if ``numbered`` and the
-    name is taken) and hold its lock, so that two runs started in the same second never share a directory."""
+    name is taken) and hold its lock, so that two runs started in the same second never share a directory.
+    Returns the directory, the lock's descriptor, and the names the directory held if it was there already."""
     base, n = run_dir, 1
     while True:
+        found = None
         try:
-            run_dir.mkdir(parents=True, exist_ok=not numbered)
-        except FileExistsError:
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
-            continue
+            try:
+                run_dir.mkdir(parents=True)
+            except FileExistsError:
+                if numbered:
+                    n += 1
+                    run_dir = base.with_name(f"{base.name}-{n}")
+                    continue
+                found = frozenset(os.listdir(run_dir))
         except OSError as e:
             raise CharRNNError(f"cannot create the run directory {run_dir}: {e.strerror}") from None
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -486,7 +498,26 @@ def _claim(run_dir: Path, numbered: bool) -> tuple[Path, int]:
             os.close(fd)
             raise CharRNNError(f"another charrnn process is training in {run_dir}: wait for it to finish, "
                                "or choose another --out") from None
-        return run_dir, fd
+        return run_dir, fd, found
+
+
+def _names(paths: list[Path]) -> tuple[str, ...]:
+    return tuple(p.name for p in paths)
+
+
+def _still_as_prepared(setup: Setup) -> None:
+    """Check, holding the lock, that no other run trained in the directory while this one was being prepared (two
+    runs started into one --out, the first done before the second claimed it); let go of it if one did."""
+    try:
+        if setup.resume is None:
+            _check_new_run_dir(setup.run_dir)
+        elif _names(checkpoint.list_checkpoints(setup.run_dir)) != setup.seen:
+            raise CharRNNError(f"another charrnn process trained in {setup.run_dir} while this one was starting: "
+                               "run the command again to resume from where it stopped")
+    except CharRNNError:
+        os.close(setup.lock)
+        setup.lock = None
+        raise
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -596,7 +627,7 @@ def fit(trainer: Trainer, setup: Setup, on_signal: Callable[[int], None] | None 
                 write_atomic(setup.run_dir / ENDED, json.dumps(end.to_dict()) + "\n")
         return summary
     except BaseException:
-        _remove_if_empty(setup.run_dir)
+        _remove_if_empty(setup.run_dir, setup.found)
         raise
     finally:
         if setup.board is not None:
@@ -624,7 +655,8 @@ def _stop_on_signals(trainer: Trainer, on_signal: Callable[[int], None]) -> Iter
             trainer.skip_eval = True  # an evaluation in progress stops at its next chunk
         else:
             raise Interrupted(signum)
-        on_signal(signum)
+        with contextlib.suppress(OSError):  # telling the user must not unwind the run: a closed terminal
+            on_signal(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
@@ -634,10 +666,20 @@ def _stop_on_signals(trainer: Trainer, on_signal: Callable[[int], None]) -> Iter
             signal.signal(sig, old)
 
 
-def _remove_if_empty(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing of value (no checkpoint, no metrics)."""
-    if run_dir.is_dir() and not checkpoint.list_checkpoints(run_dir) and not (run_dir / METRICS).exists():
+def _remove_if_empty(run_dir: Path, found: frozenset[str] | None = None) -> None:
+    """Remove a run directory that holds nothing of value (no checkpoint, no metrics), or, where it was there
+    before the run (``found``: what it held then), only what the run added to it."""
+    if not run_dir.is_dir() or checkpoint.list_checkpoints(run_dir) or (run_dir / METRICS).exists():
+        return
+    if found is None:
         shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in set(os.listdir(run_dir)) - found:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def describe(setup: Setup, trainer: Trainer) -> str:

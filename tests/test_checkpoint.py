@@ -253,6 +253,12 @@ def test_prune_keeps_the_newest_and_the_best(tmp_path: Path):
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-00000020", "step-00000040",
                                                                           "step-00000050"]
     checkpoint.prune(tmp_path / "new-run", keep=2)  # nothing saved yet: nothing to do
+    long = tmp_path / "long"  # step 10**8 is named with nine digits: it is still the newest
+    for step, loss in [(99_999_998, 1.0), (99_999_999, 2.0), (100_000_000, 3.0)]:
+        make(long, step, loss)
+    checkpoint.prune(long, keep=1)
+    assert [p.name for p in checkpoint.list_checkpoints(long)] == ["step-99999998", "step-100000000"]
+    assert checkpoint.latest_of(long).step == 100_000_000
 
 
 def test_latest_run_and_resolve_latest(tmp_path: Path):

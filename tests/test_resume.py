@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -19,7 +22,7 @@ import charrnn as charrnn_api
 from charrnn import checkpoint, config, run
 from charrnn.errors import CharRNNError
 from charrnn.train import Event, Trainer
-from tests.helpers import CPU, TINY_FLAGS, TINY_SHAPE, charrnn, env, wide_text
+from tests.helpers import CPU, RUN_FLAGS, TINY_FLAGS, TINY_SHAPE, charrnn, env, train, wide_text
 
 slow = pytest.mark.slow  # runs the command line in a subprocess
 
@@ -113,6 +116,34 @@ def test_ctrl_c_and_a_closed_terminal_save_and_tell_how_to_resume(corpus: Path, 
         signal.signal(sig, previous)
     assert result.returncode == code, result.stderr
     _assert_stopped_and_resumable(tmp_path, result.stderr, sig)
+
+
+@slow
+def test_closing_the_terminal_itself_saves_and_tells_how_it_ended(corpus: Path, tmp_path: Path):
+    """The window is closed: the kernel hangs the terminal up (writing to it fails from then on) and sends SIGHUP.
+    The run still finishes its step, scores and saves it, and records how it ended."""
+    pid, terminal = pty.fork()  # the child leads a session whose controlling terminal is this pseudo-terminal
+    if pid == 0:
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "100000",
+                                   *TINY_FLAGS, "--out", "r"], env())
+    try:
+        deadline, shown = time.monotonic() + 60, b""
+        while not checkpoint.list_checkpoints(tmp_path / "r") or b"step" not in shown:  # training, and drawn
+            assert os.waitpid(pid, os.WNOHANG) == (0, 0) and time.monotonic() < deadline, shown
+            if select.select([terminal], [], [], 0.05)[0]:
+                shown += os.read(terminal, 65536)
+        os.close(terminal)  # the hang-up
+        while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+            assert time.monotonic() < deadline + 60, "training did not stop after the hang-up"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # whatever failed, no training is left behind
+    assert os.waitstatus_to_exitcode(done[1]) == 128 + signal.SIGHUP
+    end, last = run.read_end(tmp_path / "r"), checkpoint.latest_of(tmp_path / "r")
+    assert (end.how, end.signal, end.step) == ("signal", "SIGHUP", last.step) and last.val_loss is not None
+    assert charrnn("train", "--resume", "r", "--steps", last.step + 3, cwd=tmp_path).returncode == 0
 
 
 def _assert_stopped_and_resumable(tmp_path: Path, stderr: str, sig: int) -> None:
@@ -233,6 +264,44 @@ def test_runs_started_together_get_their_own_directories(corpus: Path, tmp_path:
     assert together == alone and len(alone) == 2
     for d in dirs:
         checkpoint.latest_of(d).load_model()
+
+
+def test_a_run_that_fails_early_takes_away_only_what_it_added(corpus: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch):
+    """`--out .` beside the corpus, or any folder of the user's: a run that fails before it has written anything of
+    value (here its first step) removes what it added to the folder, and nothing else; a folder it made, whole."""
+    def fails(self: Trainer, batch: object) -> None:
+        raise CharRNNError("the first step failed")
+
+    monkeypatch.setattr(Trainer, "train_step", fails)
+    (tmp_path / "notes").mkdir()
+    for out in (tmp_path, tmp_path / "new" / "run"):
+        setup = run.prepare(corpus, flags=RUN_FLAGS, out=out)
+        trainer = run.build_trainer(setup)
+        assert (setup.run_dir / ".lock").exists()
+        with pytest.raises(CharRNNError, match="the first step failed"):
+            run.fit(trainer, setup)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "new", "notes"]
+    assert not (tmp_path / "new" / "run").exists()
+
+
+def test_a_run_that_trained_in_the_directory_meanwhile_is_never_joined(corpus: Path, tmp_path: Path):
+    """Two runs started into one --out (or resumed): the first ends before the second, still reading its text, takes
+    the directory. The second stops at an error and leaves the first's run as it was."""
+    train(tmp_path, "first", steps=10)
+    late = run.prepare(corpus, flags=RUN_FLAGS, out=tmp_path / "shared")
+    train(tmp_path, "shared", steps=10)  # the first run, done meanwhile
+    before = sorted(p.name for p in (tmp_path / "shared").rglob("*"))
+    with pytest.raises(CharRNNError, match="already holds a run"):
+        run.build_trainer(late)
+    stale = run.prepare(tmp_path / "first", resume=True, flags={"steps": 30})
+    resume_flags = run.prepare(tmp_path / "first", resume=True, flags={"steps": 20})
+    run.fit(run.build_trainer(resume_flags), resume_flags)  # another resume, done meanwhile
+    with pytest.raises(CharRNNError, match="another charrnn process trained in .* while this one was starting"):
+        run.build_trainer(stale)
+    assert sorted(p.name for p in (tmp_path / "shared").rglob("*")) == before
+    assert late.lock is None and stale.lock is None
+    assert checkpoint.latest_of(tmp_path / "first").step == 20
 
 
 def test_warm_start_and_vocabulary_growth(corpus: Path, tmp_path: Path):

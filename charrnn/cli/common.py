@@ -3,10 +3,12 @@ options several commands take (declared once here)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import sys
+import termios
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +100,18 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, AttributeError, ValueError):
         pass
+
+
+def leave_a_closed_terminal() -> None:
+    """Point the standard output and error at /dev/null where they are a terminal that has been hung up (its
+    window closed: writing to it fails from then on), so that a run told so by SIGHUP can still save and exit."""
+    for fd in (1, 2):
+        try:
+            termios.tcgetattr(fd)
+        except termios.error as e:
+            if e.args[0] == errno.EIO:
+                with contextlib.suppress(OSError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
 def printable(path: object) -> str:

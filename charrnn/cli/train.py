@@ -11,7 +11,15 @@ from typing import Annotated, Any
 import typer
 
 from charrnn import board, config, devices, dist, run
-from charrnn.cli.common import EncodingOption, ErrorsOption, ThreadsOption, app, check_errors_policy, user_errors
+from charrnn.cli.common import (
+    EncodingOption,
+    ErrorsOption,
+    ThreadsOption,
+    app,
+    check_errors_policy,
+    leave_a_closed_terminal,
+    user_errors,
+)
 from charrnn.cli.views import ProgressView, reading_view, say, warn
 from charrnn.train import RISE, Event
 
@@ -143,6 +151,8 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard
         say(run.describe(setup, trainer))
 
     def on_signal(signum: int) -> None:
+        if signum == signal.SIGHUP:
+            leave_a_closed_terminal()
         if main and not trainer.skip_eval:
             say(f"\n{signal.Signals(signum).name}: finishing this step, scoring and saving it (again to save "
                 "without scoring)")
