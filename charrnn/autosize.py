@@ -13,7 +13,8 @@ the passes it would make over the training split, ``P = seconds x chars/s / char
   in fp32 and with the adaptive output layer. With a full softmax in bf16 autocast it is the 2x256, also without
   dropout: at 100 s in bf16 the 2x256 without dropout beat the 2x128 on tiny shakespeare (1.4349 against 1.4776)
   and Python (1.2876 against 1.2973), presumably because bf16's speed puts the 2x256 past the number of updates
-  where the small model's extra ones pay. With the adaptive layer in bf16 the 2x128 stays: as auto it scored
+  where the small model's extra ones pay; it stays without dropout up to ``FEW_PASSES_BF16``, since dropout
+  slows its steps far more in bf16 than in fp32. With the adaptive layer in bf16 the 2x128 stays: as auto it scored
   5.5722 on the Chinese-like text (three runs) against the 2x256's 5.6036 (four; session 12);
   2x384 from ``LARGE_UPDATES`` on a training split of at least ``LARGE_CORPUS`` characters; 2x256 otherwise;
 - the 2x256's and 2x384's dropout grows with P (``DROPOUT``): a model that sees its text many times over learns
@@ -54,6 +55,9 @@ PACING = ("eval_every", "eval_chars")  # ... and how often validation scores how
 RELATIVE_SPEED = {"fp32": {"full": {128: 2.6, 256: 1.0, 384: 0.45}, "adaptive": {128: 2.0, 256: 1.0, 384: 0.7}},
                   "bf16": {"full": {128: 1.8, 256: 1.0, 384: 0.45}, "adaptive": {128: 1.0, 256: 1.0, 384: 0.65}}}
 FEW_PASSES = 4.0
+# ... and with a full softmax in bf16 autocast, where dropout costs ~40 % of the 2x256's steps (~7 % in fp32), up to
+# more passes: at 100 s on tiny shakespeare (5-7 passes) 2x256 d0 1.4283 against d0.1 1.4604, three runs each
+FEW_PASSES_BF16 = 8.0
 COMPUTE_BOUND_UPDATES = 6_000
 LARGE_UPDATES = 16_000
 LARGE_CORPUS = 2_000_000
@@ -126,7 +130,8 @@ def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool 
     updates = seconds * chars_per_s / (REFERENCE["batch_size"] * REFERENCE["seq_len"])
     passes = seconds * chars_per_s / max(train_chars, 1)
     relative = RELATIVE_SPEED["bf16" if bf16 else "fp32"]["adaptive" if adaptive else "full"]
-    compute_bound = passes < FEW_PASSES and updates < COMPUTE_BOUND_UPDATES
+    few = FEW_PASSES_BF16 if bf16 and not adaptive else FEW_PASSES
+    compute_bound = passes < few and updates < COMPUTE_BOUND_UPDATES
     hidden = 256
     if updates >= LARGE_UPDATES and train_chars >= LARGE_CORPUS:
         hidden = 384

@@ -223,6 +223,10 @@ def test_in_bf16_a_compute_bound_budget_gets_the_middle_model_without_dropout(tm
              for choice in [choose(100, 18_000, 900_000, adaptive, bf16=bf16).settings]}
     assert model == {(False, False): (128, 0.0), (False, True): (128, 0.0), (True, False): (256, 0.0),
                      (True, True): (128, 0.0)}  # compute-bound: no dropout whichever the width
+    # tiny shakespeare at 100 s in bf16 (~6.8 passes): dropout, which costs ~40 % of the steps in bf16, only from 8
+    # passes on (session 15: d0 1.4283 against d0.1 1.4604); in fp32 from 4
+    assert [choose(100, 68_000, 1_003_855, bf16=bf16).settings["dropout"] for bf16 in (True, False)] == [0.0, 0.1]
+    assert choose(100, 90_000, 1_003_855, bf16=True).settings["dropout"] == 0.2  # ~9 passes: DROPOUT from there
     assert " in bf16: " in choose(100, 18_000, 900_000, bf16=True).describe()
     assert " in bf16" not in choose(100, 18_000, 900_000).describe()
     text = tmp_path / "text.txt"  # a full softmax
