@@ -87,7 +87,7 @@ def read_weights(path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
     try:
         data = file.read_bytes()  # bytes, not a path: safetensors wants paths in UTF-8, file names need not be
         found = _header_shapes(data)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # JSON nested too deep to read: RecursionError
         raise CharRNNError(f"checkpoint {path} has unreadable weights ({e})") from None
     vocab, hidden = config.vocab_size, config.hidden_size
     cheap = {"embed.weight": (vocab, config.embedding_size)}
@@ -225,7 +225,11 @@ def verify(path: Path) -> Checkpoint:
         raise CharRNNError(f"checkpoint {path} has a damaged {META}: its manifest names files it cannot hold")
     for name, want in meta.files.items():
         file = path / name
-        if not file.is_file() or file.stat().st_size != want.size or _sha256(file) != want.sha256:
+        try:
+            matches = file.is_file() and file.stat().st_size == want.size and _sha256(file) == want.sha256
+        except OSError:  # e.g. removed while it was read: a training beside pruned it
+            matches = False
+        if not matches:
             raise CharRNNError(f"checkpoint {path} is corrupt or incomplete: {name} does not match its manifest")
     if WEIGHTS not in meta.files:
         raise CharRNNError(f"checkpoint {path} is incomplete: no {WEIGHTS}")

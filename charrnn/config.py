@@ -39,7 +39,14 @@ class ModelConfig:
     cutoffs: tuple[int, ...] = ()  # adaptive softmax: shortlist size and cluster bounds (frequency ranks); () = full
 
     def __post_init__(self) -> None:
+        """Check what a checkpoint from anywhere may claim, before torch builds anything from it."""
         object.__setattr__(self, "cutoffs", tuple(self.cutoffs))  # a JSON list reads back as a tuple
+        _check_choice("cell", self.cell, CELLS)
+        for name in ("embedding_size", "hidden_size", "num_layers"):
+            value = getattr(self, name)
+            _check(1 <= value <= LIMITS[name], f"{name} must be from 1 to {LIMITS[name]:,}, not {value}")
+        _check(self.vocab_size >= 1, f"vocab_size must be at least 1, not {self.vocab_size}")
+        _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), not {self.dropout}")
         ok = all(isinstance(c, int) and not isinstance(c, bool) for c in self.cutoffs) and len(self.cutoffs) <= 4
         bounds = (0, *self.cutoffs, self.vocab_size) if ok else ()
         _check(ok and all(a < b for a, b in zip(bounds, bounds[1:], strict=False)),

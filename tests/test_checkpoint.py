@@ -172,6 +172,11 @@ def test_every_unusable_checkpoint_is_refused_with_its_reason(tmp_path: Path):
         ({**meta, "files": {**meta["files"], "trainer.pt": {"size": 1, "sha256": "0" * 64}}},
          "trainer.pt does not match"),
         ([meta], "not a charrnn checkpoint \\(unknown format\\)"),
+        # settings torch would fail on with a traceback, or take as they come
+        ({**meta, "model": {**meta["model"], "cell": "LSTM"}}, "cell must be one of"),
+        ({**meta, "model": {**meta["model"], "dropout": 1.5}}, "dropout must be in \\[0, 1\\), not 1.5"),
+        ({**meta, "model": {**meta["model"], "hidden_size": 0}}, "hidden_size must be from 1 to 65,536, not 0"),
+        ({**meta, "model": {**meta["model"], "num_layers": 10**9}}, "num_layers must be from 1 to 64"),
     ]
     for bad, message in cases:
         (path / "meta.json").write_text(json.dumps(bad))
@@ -184,6 +189,18 @@ def test_every_unusable_checkpoint_is_refused_with_its_reason(tmp_path: Path):
         checkpoint.verify(path)
     (path / "meta.json").unlink()
     with pytest.raises(CharRNNError, match="no meta.json"):
+        checkpoint.verify(path)
+
+
+def test_a_checkpoint_removed_while_it_is_read_is_an_error_not_a_crash(tmp_path: Path, monkeypatch):
+    """`charrnn generate` beside a training that prunes the checkpoint it is reading."""
+    _, path = make(tmp_path, 3, 1.0)
+
+    def removed(file: Path) -> str:
+        raise FileNotFoundError(2, "No such file or directory", str(file))
+
+    monkeypatch.setattr(checkpoint, "_sha256", removed)
+    with pytest.raises(CharRNNError, match="is corrupt or incomplete"):
         checkpoint.verify(path)
 
 
@@ -305,6 +322,7 @@ def safetensors_bytes(header: object, body: bytes = b"") -> bytes:
     ("short", "unreadable weights \\(the safetensors header is cut short\\)"),
     ("long-header", "unreadable weights \\(the safetensors header is cut short\\)"),
     ("not-object", "unreadable weights \\(the safetensors header is not an object\\)"),
+    ("nested", "unreadable weights \\(maximum recursion depth exceeded"),
     ("bad-shape", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
     ("negative-shape", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
     ("entry-not-object", "unreadable weights \\(tensor 'embed.weight' has no valid shape\\)"),
@@ -327,6 +345,9 @@ def test_weights_that_do_not_fit_their_metadata_are_refused(tmp_path: Path, how:
         rewrite_weights(path, (10**6).to_bytes(8, "little") + b"{}")
     elif how == "not-object":
         rewrite_weights(path, safetensors_bytes([1, 2]))
+    elif how == "nested":  # JSON nested deeper than Python's parser recurses
+        header = b"[" * 100_000 + b"]" * 100_000
+        rewrite_weights(path, len(header).to_bytes(8, "little") + header)
     elif how in ("bad-shape", "negative-shape"):
         shape = ["4"] if how == "bad-shape" else [4, -3]
         rewrite_weights(path, safetensors_bytes({"embed.weight": {"dtype": "F32", "shape": shape,
@@ -342,7 +363,7 @@ def test_weights_that_do_not_fit_their_metadata_are_refused(tmp_path: Path, how:
         rewrite_weights(path, to_bytes(weights))
     elif how in ("huge", "deep"):
         meta = json.loads((path / "meta.json").read_text())
-        meta["model"]["hidden_size" if how == "huge" else "num_layers"] = 100_000
+        meta["model"].update(hidden_size=60_000) if how == "huge" else meta["model"].update(num_layers=64)
         (path / "meta.json").write_text(json.dumps(meta))
     elif how == "outside":  # a real file elsewhere, with its true size and hash
         (tmp_path / "elsewhere").write_text("x")
