@@ -448,6 +448,13 @@ def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -
     if not 0 <= shared.step < 2**62 or not all(math.isfinite(t) and t >= 0 for t in (shared.elapsed,
                                                                                    shared.eval_seconds)):
         fail("the step count or clock")
+    window = shared.window
+    if (not isinstance(shared.bad_run, int) or not 0 <= shared.bad_run <= MAX_NONFINITE
+            or not isinstance(window, dict) or set(window) != {"steps", "loss", "chars"}
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                       for v in window.values())
+            or not 0 <= window["steps"] <= shared.step or not 0 <= window["chars"] < 2**62):
+        fail("the log's running totals")
     want = trainer.hidden_shape()
     if own.hidden and (len(own.hidden) != len(want) or any(
             h.dtype != torch.float32 or h.dim() != 3 or h.shape[0] != want[0][0] or h.shape[2] != want[0][2]

@@ -352,3 +352,13 @@ def test_a_tampered_schedule_or_optimizer_setting_is_damaged_not_a_crash(corpus,
     tamper(shared)
     with pytest.raises(Damaged, match=part):
         make_trainer(corpus, tiny).restore(shared, own)
+
+
+@pytest.mark.parametrize("change", [{"bad_run": 2**64}, {"bad_run": -1},
+                                    {"window": {"steps": math.inf, "loss": 0.0, "chars": 0}},
+                                    {"window": {"steps": 1.0}}, {"window": {"steps": 0, "loss": "x", "chars": 0}}])
+def test_tampered_log_totals_are_damaged_not_a_crash(corpus, tiny, change):
+    """The count of non-finite steps and the log window's totals become tensors and ints as they come."""
+    shared, own = make_trainer(corpus, tiny).state()
+    with pytest.raises(Damaged, match="the log's running totals"):
+        make_trainer(corpus, tiny).restore(replace(shared, **change), own)
