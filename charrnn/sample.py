@@ -51,8 +51,10 @@ class Sampling:
 
 
 def gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """Standard Gumbel noise: argmax(logits + noise) is a sample from softmax(logits)."""
-    u = torch.rand(shape, generator=generator, device=device)
+    """Standard Gumbel noise: argmax(logits + noise) is a sample from softmax(logits). A uniform draw of exactly 0
+    (about one in 2**24) would be noise of -inf: with one character left (top-k 1) every score would be -inf, and
+    argmax would pick character 0."""
+    u = torch.rand(shape, generator=generator, device=device).clamp_(min=torch.finfo(torch.float32).tiny)
     return -torch.log(-torch.log(u))
 
 

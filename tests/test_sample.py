@@ -49,6 +49,15 @@ def test_top_k_and_top_p_restrict_the_choice():
     assert set(next_token(logits, Sampling(), g).tolist()) == {0, 1, 2, 3}
 
 
+def test_a_uniform_draw_of_exactly_zero_never_picks_a_character_filtered_out(monkeypatch: pytest.MonkeyPatch):
+    """torch.rand returns 0.0 about once in 2**24 draws (a long generation draws millions)."""
+    zeros = lambda shape, **kwargs: torch.zeros(shape)  # noqa: E731
+    monkeypatch.setattr(torch, "rand", zeros)
+    logits = torch.tensor([[0.0, 1.0, 3.0, 2.0]])
+    for how in (Sampling(top_k=1), Sampling(top_p=1e-6), Sampling(temperature=1e-9), Sampling()):
+        assert next_token(logits, how, None).item() == 2
+
+
 def test_batched_samples_are_independent(model: CharRNN):
     out = run(model, Sampling(), n=4)
     assert out.shape == (4, 40)
