@@ -34,7 +34,7 @@ import torch
 
 from charrnn import autosize, board, checkpoint, config, devices, dist, samples
 from charrnn.config import TrainConfig, to_toml
-from charrnn.corpus import CacheError, Corpus, Progress, file_sha256, load_corpus, token_counts, vocab_of
+from charrnn.corpus import Corpus, Progress, file_sha256, load_corpus, token_counts, vocab_of
 from charrnn.data import split
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
@@ -361,9 +361,7 @@ def recorded_text(info: CorpusInfo | None, vocab: Vocab, what: str, progress: Pr
     try:
         text = load_corpus(source, info.encoding, info.errors, vocab, progress, verify=True,
                            given=[Path(p) for p in info.inputs])
-    except CacheError:
-        raise
-    except CharRNNError:  # characters the model has never seen: another text
+    except UnknownCharacters:  # characters the model has never seen: another text (an unreadable one says so)
         return None
     return text if text.sha256 == info.sha256 else None
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from charrnn import __version__, checkpoint, devices, train
+from charrnn import __version__, checkpoint, devices, run, train
 from charrnn.cli import app, views
+from charrnn.errors import CharRNNError
 from charrnn.evaluate import Score
 from tests.helpers import ROOT, TINY_FLAGS
 
@@ -278,6 +279,15 @@ def test_eval_needs_the_unchanged_corpus(trained: Path, corpus: Path):
     assert_user_error(cli("eval"), 2, f"the run's corpus {corpus} has changed since training")
     corpus.unlink()
     assert_user_error(cli("eval"), 2, f"the run's corpus {corpus} is gone: it is needed to resume or to score")
+
+
+def test_an_unreadable_corpus_says_so_not_that_it_changed(trained: Path, corpus: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    def unreadable(path: Path, *args: object, **kwargs: object) -> None:
+        raise CharRNNError(f"cannot read {path}: Permission denied")  # as root, chmod 000 would not stop a read
+
+    monkeypatch.setattr(run, "load_corpus", unreadable)
+    assert_user_error(cli("eval"), 2, f"cannot read {corpus}: Permission denied")
 
 
 def test_mistyped_flag_values_are_usage_errors(corpus: Path):
