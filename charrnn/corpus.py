@@ -78,6 +78,9 @@ class CacheError(CharRNNError):
     """The corpus cache cannot be written: a problem with the cache directory, not with the corpus."""
 
 
+READ_CHUNK = 1 << 30  # bytes a TokenFile asks the OS for at once
+
+
 class TokenFile:
     """Token ids stored in a file, read on demand with ``os.pread``: sliced like a 1-D array, and indexed
     by integer arrays whose rows are windows (what batches and evaluation ask for).
@@ -98,9 +101,16 @@ class TokenFile:
         return self.stop - self.start
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
-        size = self.dtype.itemsize
-        raw = os.pread(self._fd, (hi - lo) * size, (self.start + lo) * size)
-        ids = np.frombuffer(raw, dtype=self.dtype)
+        ids = np.empty(hi - lo, dtype=self.dtype)
+        into, at = memoryview(ids).cast("B"), (self.start + lo) * self.dtype.itemsize
+        done = 0
+        while done < len(into):  # one read returns at most ~2 GiB on Linux
+            raw = os.pread(self._fd, min(READ_CHUNK, len(into) - done), at + done)
+            if not raw:
+                raise CharRNNError(f"the corpus cache {self.path.parent} is cut short: delete that directory and run "
+                                   "again")
+            into[done : done + len(raw)] = raw
+            done += len(raw)
         if self.vocab_size is not None and len(ids) and int(ids.max()) >= self.vocab_size:
             # a last line of defence (the cache checks sampled blocks on open): a clear error, not an IndexError
             raise CharRNNError(f"the corpus cache {self.path.parent} is corrupt (token id {int(ids.max())} is not "

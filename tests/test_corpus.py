@@ -123,6 +123,20 @@ def test_token_file_reads_like_an_array(tmp_path: Path):
     assert np.array_equal(tokens[:-100][np.array([1, 2])], data[[1, 2]])
 
 
+def test_a_token_file_reads_in_chunks_and_refuses_one_cut_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """One read returns at most ~2 GiB on Linux (and fails above 2 GiB on macOS): a split as large as that is read
+    in pieces, here of 7 bytes; a file shorter than its length says is an error, not a shorter array."""
+    monkeypatch.setattr(cp, "READ_CHUNK", 7)
+    data = np.arange(1000, dtype=np.uint16)
+    path = tmp_path / "t.bin"
+    data.tofile(path)
+    tokens = cp.TokenFile(path, np.uint16)
+    assert np.array_equal(np.asarray(tokens[3:]), data[3:])
+    path.write_bytes(path.read_bytes()[:1000])  # cut short after it was opened
+    with pytest.raises(CharRNNError, match="the corpus cache .* is cut short"):
+        np.asarray(tokens[3:])
+
+
 # Hardening, round two (issue 10) ----------------------------------------------------------------------------
 
 def entry_of(cache: Path) -> Path:
