@@ -83,6 +83,9 @@ def test_eval_baselines_table_and_json(trained, tmp_path: Path):
                                               ("unigram", b["unigram"]), ("uniform", b["uniform"])], strict=True):
         assert line.split()[1] == f"{value:.4f}", key
 
+    shown = runner.invoke(app, [*args, "--show"])  # the text as the model saw it, then the same table
+    assert shown.exit_code == 0 and shown.stdout.rstrip("\n").split("\n\n")[-1].splitlines() == table
+
     other = tmp_path / "other.txt"
     other.write_text(synthetic_text(800, seed=5), encoding="utf-8")
     on_file = json.loads(runner.invoke(app, [*args, "--json", str(other)]).stdout)

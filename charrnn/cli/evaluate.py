@@ -78,13 +78,15 @@ def eval_cmd(
     if show or html is not None:
         score = shown(model, tokens, ckpt.vocab, dev, out, show, html, f"surprisal of {printable(source)} under "
                       f"{printable(ckpt.path)} (step {ckpt.step})")
-        if show:
-            say(f"{score.bpc:.4f} bits/char (loss {score.loss:.4f} nats/char) over {score.chars:,} characters")
-            return
     else:
         with scoring_view() as scoring:
             score = evaluate(model, tokens, dev, progress=scoring.update)
     points = reference.compute(ckpt, tokens) if baselines else None
+    if show:
+        say(f"{score.bpc:.4f} bits/char (loss {score.loss:.4f} nats/char) over {score.chars:,} characters")
+        if points:
+            print(reference.table(score.bpc, points), file=out)
+        return
     if as_json:
         numbers = {k: v if math.isfinite(v) else None for k, v in score.to_dict().items()}  # JSON has no NaN
         extra = {"baselines": points.to_dict()} if points else {}
