@@ -765,8 +765,7 @@ def _copy_stream(path: Path, out: Path, encoding: str) -> int:
                 raise _binary_error(str(path), head, encoding)
             size += len(raw)
             if size > MAX_STREAM:
-                raise CharRNNError(f"{path} is not a regular file (a pipe or a device) and gave more than "
-                                   f"{MAX_STREAM >> 20} MiB: save the text to a file and give that file")
+                raise _too_long(path)
             dst.write(raw)
 
 
@@ -824,4 +823,16 @@ def read_code_points(path: Path, encoding: str = "utf-8", errors: str = "strict"
     score``). The file is checked, and the encoding looked up, at once; the text is read as it is consumed."""
     st = _check_file(path)
     _decoder(encoding, errors)
-    return _code_points(path, encoding, errors, None, None, st.st_size if stat.S_ISREG(st.st_mode) else MAX_STREAM)
+    if stat.S_ISREG(st.st_mode):
+        return _code_points(path, encoding, errors, None, None, st.st_size)
+
+    def bounded(done: int, size: int) -> None:  # a byte past the bound is an error, not the end of the text
+        if done > MAX_STREAM:
+            raise _too_long(path)
+
+    return _code_points(path, encoding, errors, None, bounded, MAX_STREAM + 1)
+
+
+def _too_long(path: Path) -> CharRNNError:
+    return CharRNNError(f"{path} is not a regular file (a pipe or a device) and gave more than {MAX_STREAM >> 20} "
+                        "MiB: save the text to a file and give that file")

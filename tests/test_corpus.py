@@ -472,6 +472,13 @@ def test_a_pipe_is_refused_by_scan_and_bounded_by_load(tmp_path: Path, corpus_ca
     with pytest.raises(CharRNNError, match="not a regular file .*more than .*save the text to a file"):
         finishes(lambda: load_corpus(fifo))
     assert temp_dirs(corpus_cache) == []
+    for size, ok in ((1000, True), (1001, False)):  # `charrnn score` reads a pipe as it goes, within the same bound
+        write_in_thread(str(fifo), b"x" * size)
+        if ok:
+            assert sum(len(part) for part in finishes(lambda: list(cp.read_code_points(fifo)))) == size
+        else:
+            with pytest.raises(CharRNNError, match="not a regular file .*more than .*save the text to a file"):
+                finishes(lambda: list(cp.read_code_points(fifo)))
 
 
 def test_random_bytes_from_a_device_are_refused_at_once():
