@@ -142,9 +142,11 @@ def _state(run_dir: Path, meta: CheckpointMeta | None, cfg: config.TrainConfig |
         return "empty", False
     resumable = checkpoint.TRAINER in meta.files
     end = _ended(run_dir, problems)
-    if end is not None and end.step == meta.step:
-        return ("stopped", resumable) if end.how == "signal" else ("finished", False)
-    if meta.step >= meta.config.steps:  # a run from before ended.json, or one killed after its last save
+    trained = meta.step >= meta.config.steps or (  # all its steps, or all its time (as a resume would judge)
+        meta.config.max_time is not None and meta.elapsed >= meta.config.max_time)
+    if end is not None and end.step == meta.step:  # a signal in the last evaluation comes after the last step
+        return ("stopped", resumable) if end.how == "signal" and not trained else ("finished", False)
+    if trained:  # a run from before ended.json, or one killed after its last save
         return "finished", False
     if any(m.split == "val" and m.step == meta.step and (m.progress or 0) >= 1 for m in metrics):
         return "finished", False  # a timed run that ran out of time

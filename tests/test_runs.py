@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,28 @@ def test_a_run_that_validation_stopped_is_finished(tmp_path: Path, monkeypatch: 
     for more in ({}, {"steps": 120}):  # not even with more steps: it would only overfit further
         with pytest.raises(CharRNNError, match="already finished: validation rose with the learning rate at its"):
             run.prepare(tmp_path / "r", flags=more, resume=True)
+
+
+def test_a_run_whose_last_evaluation_signals_cut_short_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Two Ctrl-C during the final evaluation: every step was trained, so the run is finished (as a resume says),
+    not stopped and resumable."""
+    (tmp_path / "corpus.txt").write_text("the quiet river carries the old stone.\n" * 160, encoding="utf-8")
+    setup = run.prepare(tmp_path / "corpus.txt", flags={**RUN_FLAGS, "steps": 20}, out=tmp_path / "r")
+    trainer = run.build_trainer(setup)
+    scored = trainer.evaluate
+
+    def cut_short() -> run.Score | None:
+        if trainer.step < 20:
+            return scored()
+        trainer.received_signal = signal.SIGINT
+        return None
+
+    monkeypatch.setattr(trainer, "evaluate", cut_short)
+    assert run.fit(trainer, setup).stopped_by == "signal"
+    r = runs.read(tmp_path / "r")
+    assert (r.state, r.resumable, r.step) == ("finished", False, 20), r.problems
+    with pytest.raises(CharRNNError, match="already finished"):
+        run.prepare(tmp_path / "r", resume=True)
 
 
 def test_a_run_that_ran_out_of_time_is_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
