@@ -156,14 +156,24 @@ def save(run_dir: Path, model: CharRNN, meta: CheckpointMeta, resume: ResumeStat
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
-        for stale in (*root.glob(".tmp-*"), *root.glob(".old-*")):  # left by a process killed while saving
+        for stale in root.glob(".tmp-*"):  # left by a process killed while saving
             shutil.rmtree(stale, ignore_errors=True)
+        for old in root.glob(".old-*"):  # ... while re-saving a step: where it had swapped the step out, the step's
+            step = root / old.name.removeprefix(".old-").rpartition("-")[0]  # only copy is this one: put it back
+            if step.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.rename(step)
         tmp.mkdir()
         _write(tmp, model, meta, resume)
         if final.exists():  # re-saving a step: swap the old one out, then delete it
             old = root / f".old-{final.name}-{os.getpid()}"
             final.rename(old)
-            tmp.rename(final)
+            try:
+                tmp.rename(final)
+            except BaseException:
+                old.rename(final)
+                raise
             shutil.rmtree(old)
         else:
             tmp.rename(final)

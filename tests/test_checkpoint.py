@@ -223,6 +223,29 @@ def test_metadata_and_resume_state_round_trip(tmp_path: Path):
         checkpoint.verify(plain).resume_state()
 
 
+def test_a_resave_cut_short_between_its_renames_keeps_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Re-saving a step swaps the old copy out, then the new one in: a failure, a third Ctrl-C or a SIGKILL in
+    between must not leave the step without either."""
+    model, path = make(tmp_path, 10, 1.0)
+    meta = checkpoint.verify(path).meta
+    rename = Path.rename
+
+    def interrupted(self: Path, target: Path) -> Path:
+        if self.name.startswith(".tmp-"):
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, model, meta)
+    monkeypatch.setattr(Path, "rename", rename)
+    assert checkpoint.verify(path).step == 10 and len(list((tmp_path / "checkpoints").iterdir())) == 1
+    path.rename(path.with_name(".old-step-00000010-4242"))  # killed between the renames
+    make(tmp_path, 20, 1.0)  # the next save puts it back
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["step-00000010", "step-00000020"]
+    assert checkpoint.verify(path).step == 10
+
+
 def test_unreadable_weights_are_an_error_not_a_crash(tmp_path: Path):
     _, path = make(tmp_path, 1, 1.0)
     ckpt = checkpoint.verify(path)
