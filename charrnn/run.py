@@ -419,10 +419,14 @@ def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event],
     if world.is_main:
         setup.run_dir, setup.lock, setup.found = _claim(setup.run_dir, setup.numbered)
         _still_as_prepared(setup)
-        (setup.run_dir / ENDED).unlink(missing_ok=True)
-        if setup.resume is not None:
-            for name in (METRICS, samples.SAMPLES):
-                _rewind(setup.run_dir / name, trainer.step)
+        try:
+            if setup.resume is not None:
+                for name in (METRICS, samples.SAMPLES):
+                    _rewind(setup.run_dir / name, trainer.step)
+            (setup.run_dir / ENDED).unlink(missing_ok=True)  # after the logs: a run that cannot go on keeps its end
+        except OSError as e:
+            raise CharRNNError(f"cannot write the run directory {setup.run_dir}: {e.strerror or e}; free some disk "
+                               "space and resume again") from None
         if tensorboard:  # a resumed run's events from after its checkpoint are hidden (they are logged again)
             setup.board = board.Board(setup.run_dir, trainer.step + 1 if setup.resume is not None else None)
     setup.run_dir = dist.broadcast(world, setup.run_dir)

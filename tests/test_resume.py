@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pty
@@ -302,6 +303,21 @@ def test_a_run_that_trained_in_the_directory_meanwhile_is_never_joined(corpus: P
     assert sorted(p.name for p in (tmp_path / "shared").rglob("*")) == before
     assert late.lock is None and stale.lock is None
     assert checkpoint.latest_of(tmp_path / "first").step == 20
+
+
+def test_a_full_disk_when_resuming_is_an_error_and_keeps_how_the_run_ended(corpus: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    train(tmp_path, "r", stop_at=10)
+    ended = (tmp_path / "r" / run.ENDED).read_text()
+
+    def full(path: Path, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run, "write_atomic", full)
+    setup = run.prepare(tmp_path / "r", resume=True)
+    with pytest.raises(CharRNNError, match="cannot write the run directory .*No space left on device; free some disk"):
+        run.build_trainer(setup)
+    assert (tmp_path / "r" / run.ENDED).read_text() == ended  # `charrnn runs` still says it stopped, resumable
 
 
 def test_warm_start_and_vocabulary_growth(corpus: Path, tmp_path: Path):
