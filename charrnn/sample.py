@@ -104,12 +104,20 @@ def _expand(state: State, n: int) -> State:
 
 
 @torch.inference_mode()
-def warm_up(model: CharRNN, prefix: torch.Tensor) -> tuple[torch.Tensor, State]:
-    """Run the prefix (P,) through the network once: the next-character logits (1, V) and the state (batch 1)."""
+def warm_up(model: CharRNN, prefix: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    """Run the prefix (P,) through the network once, from ``state`` (None: zeros): the next-character logits (1, V)
+    and the state (batch 1). It runs in pieces of PREFIX_CHUNK characters, so that a book given as the prefix needs
+    memory for one piece's logits, not for P x V of them."""
+    if not len(prefix):
+        raise ValueError("the prefix is empty")
     model.eval()
     device = next(model.parameters()).device
-    logits, state = model(prefix.to(device).unsqueeze(0))  # (1, P, V)
+    for piece in prefix.split(PREFIX_CHUNK):
+        logits, state = model(piece.to(device).unsqueeze(0), state)  # (1, piece, V)
     return logits[:, -1], state
+
+
+PREFIX_CHUNK = 4096  # characters: the logits of one piece of a Chinese model's prefix take ~100 MB
 
 
 def _check_sizes(length: int, num_samples: int) -> None:

@@ -20,7 +20,7 @@ import torch
 from charrnn.config import check_seed
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, State
-from charrnn.sample import Sampling, gumbel, next_token, noise_steps
+from charrnn.sample import Sampling, gumbel, next_token, noise_steps, warm_up
 from charrnn.step import stepper
 from charrnn.vocab import Vocab
 
@@ -82,8 +82,8 @@ class Session:
     def _continue(self, pending: list[int]) -> Iterator[str]:
         """Run the pending tokens in one pass, then generate; the session's state changes with the first
         character yielded, and then holds the text up to the last one."""
-        logits, state = self.model(torch.tensor([pending], device=self.device), self._state)  # (1, P, V)
-        last, step, started = logits[:, -1], stepper(self.model, state, 1), False
+        last, state = warm_up(self.model, torch.tensor(pending), self._state)
+        step, started = stepper(self.model, state, 1), False
         block, noise = noise_steps(1, len(self.vocab)), None
         try:
             for i in range(self.length):

@@ -19,6 +19,24 @@ def run(model: CharRNN, how: Sampling, seed: int = 0, n: int = 1, length: int = 
     return torch.stack(list(generate(model, torch.tensor([1, 2, 3]), length, how, g, n)), dim=1)
 
 
+def test_a_long_prefix_runs_in_pieces_to_the_same_state(model: CharRNN, monkeypatch: pytest.MonkeyPatch):
+    """A book as the prefix: its logits are kept for one piece at a time, and the text and state come out the same."""
+    prefix = torch.randint(9, (50,), generator=torch.Generator().manual_seed(1))
+    whole = sample.warm_up(model, prefix)
+    monkeypatch.setattr(sample, "PREFIX_CHUNK", 7)
+    shapes, forward = [], CharRNN.forward
+
+    def recorded(self: CharRNN, idx: torch.Tensor, *args: object) -> object:
+        shapes.append(idx.shape)
+        return forward(self, idx, *args)
+
+    monkeypatch.setattr(CharRNN, "forward", recorded)
+    pieces = sample.warm_up(model, prefix)
+    assert max(shape[1] for shape in shapes) == 7 and len(shapes) == 8
+    assert torch.allclose(whole[0], pieces[0], atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole[1], pieces[1], strict=True))
+
+
 def test_same_seed_same_text(model: CharRNN):
     assert torch.equal(run(model, Sampling(), 5), run(model, Sampling(), 5))
     assert not torch.equal(run(model, Sampling(), 5), run(model, Sampling(), 6))
