@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
+import inspect
 import json
 import os
 import pty
@@ -145,6 +147,30 @@ def test_closing_the_terminal_itself_saves_and_tells_how_it_ended(corpus: Path, 
     end, last = run.read_end(tmp_path / "r"), checkpoint.latest_of(tmp_path / "r")
     assert (end.how, end.signal, end.step) == ("signal", "SIGHUP", last.step) and last.val_loss is not None
     assert charrnn("train", "--resume", "r", "--steps", last.step + 3, cwd=tmp_path).returncode == 0
+
+
+def test_a_stop_signal_speaks_from_the_training_loop_not_from_its_handler(corpus: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """A handler that printed through the live display could wait forever: the code it interrupted may hold the
+    console's lock while the display's thread, holding its own, waits for it (seen once: a hang on a closed
+    terminal). What a signal has to say is said by the training loop."""
+    cli_train, step = importlib.import_module("charrnn.cli.train"), Trainer.train_step
+    said = []
+
+    def train_step(self: Trainer, batch: object) -> object:
+        out = step(self, batch)
+        if self.step == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    def say(line: str) -> None:
+        said.append((line, any(f.function == "handler" and f.filename == run.__file__ for f in inspect.stack())))
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+    monkeypatch.setattr(cli_train, "say", say)
+    result = charrnn("train", corpus, "--steps", 100, *TINY_FLAGS, "--out", "r", cwd=tmp_path, check=False)
+    assert result.returncode == 130, result.stderr
+    assert [in_handler for line, in_handler in said if "finishing this step" in line] == [False]
 
 
 def _assert_stopped_and_resumable(tmp_path: Path, stderr: str, sig: int) -> None:

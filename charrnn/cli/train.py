@@ -129,8 +129,16 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard
     main = world.is_main
     view = ProgressView(setup.cfg.steps, setup.cfg.max_time) if main else contextlib.nullcontext()
     contention = devices.Contention()
+    # what a stop signal has to say, said by the training loop: a handler that printed could wait forever on a lock
+    # of the live display that the code it interrupted holds (while the display's thread waits on that code's lock)
+    notices: list[str] = []
+
+    def tell() -> None:
+        while notices:
+            say(notices.pop(0))
 
     def on_event(e: Event) -> None:
+        tell()
         view.on_event(e)
         if e.split == "train" and trainer.device.type == "cpu" and contention.slowed(e.chars_per_s or 0.0):
             warn([f"training slowed from {contention.best / 1000:.1f}k to {e.chars_per_s / 1000:.1f}k chars/s: "
@@ -141,7 +149,12 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard
                                 on_sample=view.on_sample if main else None, tensorboard=tensorboard)
     threads_used = devices.set_threads(threads)  # again: build_trainer shares the cores among torchrun's workers
     if main:
-        trainer.eval_progress = view.on_evaluate
+
+        def on_evaluate(done: int, total: int) -> None:
+            tell()
+            view.on_evaluate(done, total)
+
+        trainer.eval_progress = on_evaluate
     if main:
         warn(setup.warnings)
         for note in setup.notes:
@@ -154,13 +167,14 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard
         if signum == signal.SIGHUP:
             leave_a_closed_terminal()
         if main and not trainer.skip_eval:
-            say(f"\n{signal.Signals(signum).name}: finishing this step, scoring and saving it (again to save "
-                "without scoring)")
+            notices.append(f"\n{signal.Signals(signum).name}: finishing this step, scoring and saving it (again to "
+                           "save without scoring)")
         elif main:
-            say(f"{signal.Signals(signum).name}: saving without scoring (again to quit at once)")
+            notices.append(f"{signal.Signals(signum).name}: saving without scoring (again to quit at once)")
 
     with view:
         summary = run.fit(trainer, setup, on_signal)
+        tell()
     quoted = shlex.quote(str(setup.run_dir))
     if summary.stopped_by == "signal":
         signum = trainer.stop_signal or signal.SIGINT
