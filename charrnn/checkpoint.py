@@ -252,8 +252,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     root = run_dir / CHECKPOINTS
     if not root.is_dir():
         return []
-    steps = {p: p.name[len(PREFIX):] for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)}
-    return sorted((p for p, step in steps.items() if step.isdecimal()), key=lambda p: int(steps[p]))  # 10**8: 9 digits
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdecimal()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))  # by step: step 10**8 has nine digits
 
 
 def _verified(run_dir: Path) -> tuple[list[Checkpoint], tuple[str, ...]]:

@@ -103,6 +103,9 @@ def _expand(state: State, n: int) -> State:
     return state.expand(state.shape[0], n, *state.shape[2:]).contiguous()
 
 
+PREFIX_CHUNK = 4096  # characters: the logits of one piece of a Chinese model's prefix take ~100 MB
+
+
 @torch.inference_mode()
 def warm_up(model: CharRNN, prefix: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
     """Run the prefix (P,) through the network once, from ``state`` (None: zeros): the next-character logits (1, V)
@@ -115,9 +118,6 @@ def warm_up(model: CharRNN, prefix: torch.Tensor, state: State | None = None) ->
     for piece in prefix.split(PREFIX_CHUNK):
         logits, state = model(piece.to(device).unsqueeze(0), state)  # (1, piece, V)
     return logits[:, -1], state
-
-
-PREFIX_CHUNK = 4096  # characters: the logits of one piece of a Chinese model's prefix take ~100 MB
 
 
 def _check_sizes(length: int, num_samples: int) -> None:

@@ -148,14 +148,13 @@ def _train(world: dist.World, setup: run.Setup, threads: int | None, tensorboard
     trainer = run.build_trainer(setup, world, on_event=on_event if main else None,
                                 on_sample=view.on_sample if main else None, tensorboard=tensorboard)
     threads_used = devices.set_threads(threads)  # again: build_trainer shares the cores among torchrun's workers
+
+    def on_evaluate(done: int, total: int) -> None:
+        tell()
+        view.on_evaluate(done, total)
+
     if main:
-
-        def on_evaluate(done: int, total: int) -> None:
-            tell()
-            view.on_evaluate(done, total)
-
         trainer.eval_progress = on_evaluate
-    if main:
         warn(setup.warnings)
         for note in setup.notes:
             say(note)
