@@ -86,8 +86,12 @@ NO_DROP = {"auto-no-drop": ["--lr-drop", "1"]}
 # auto's precision forced either way (on a CPU with native bf16 auto is bf16 autocast, elsewhere fp32): each sizes
 # the model by the speed its own probe measures
 PRECISION = {"auto-bf16": ["--precision", "bf16"], "auto-fp32": ["--precision", "fp32"]}
-CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION,
-          **{f"{name}-seed1": [*flags, "--seed", "1"] for name, flags in PRECISION.items()},
+# ... and fp32 on a CPU with native bf16: the fp32 cells measured on the machine at hand (session 16)
+FP32 = {f"{name}-fp32{seed}": [*TUNING[name], "--precision", "fp32", *flags]
+        for name in ("h128-d0-lr2e-2", "h256-d0-lr1e-2")
+        for seed, flags in (("", []), ("-seed1", ["--seed", "1"]), ("-seed2", ["--seed", "2"]))}
+CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION, **FP32,
+          **{f"{name}-seed{n}": [*flags, "--seed", str(n)] for name, flags in PRECISION.items() for n in (1, 2)},
           **{f"{name}-seed{n}": [*TUNING[name], "--seed", str(n)]
              for name in ("h128-d0-lr2e-2", "h256-d0-lr1e-2") for n in (1, 2)},
           "h128-d0-lr2e-2-paced": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "586", "--eval-chars", "180000"],
