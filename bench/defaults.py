@@ -76,6 +76,7 @@ TUNING = {
     # longer windows, the same characters per step (session 8: lines of the logs are longer than 64 characters)
     "h256-d0-lr1e-2-s128": [*GRID["h256-d0"], "--lr", "1e-2", "--seq-len", "128", "--batch-size", "16"],
     "h256-d0-lr1e-2-s256": [*GRID["h256-d0"], "--lr", "1e-2", "--seq-len", "256", "--batch-size", "8"],
+    "h256-d0.1-lr1e-2-s256": [*GRID["h256-d0.1"], "--lr", "1e-2", "--seq-len", "256", "--batch-size", "8"],
 }
 # checks, not configurations to beat (run with --only): auto and a fixed configuration with other seeds (other
 # initial weights and batches), how far apart two runs of one configuration land, the noise under every gap in
@@ -86,11 +87,13 @@ NO_DROP = {"auto-no-drop": ["--lr-drop", "1"]}
 # auto's precision forced either way (on a CPU with native bf16 auto is bf16 autocast, elsewhere fp32): each sizes
 # the model by the speed its own probe measures
 PRECISION = {"auto-bf16": ["--precision", "bf16"], "auto-fp32": ["--precision", "fp32"]}
+# auto with the window of 256 characters (8 x 256, the characters of a 32 x 64 step): the logs' lines are 86 long
+WINDOW = {"auto-s256": ["--seq-len", "256", "--batch-size", "8"]}
 # ... and fp32 on a CPU with native bf16: the fp32 cells measured on the machine at hand (session 16)
 FP32 = {f"{name}-fp32{seed}": [*TUNING[name], "--precision", "fp32", *flags]
         for name in ("h128-d0-lr2e-2", "h256-d0-lr1e-2")
         for seed, flags in (("", []), ("-seed1", ["--seed", "1"]), ("-seed2", ["--seed", "2"]))}
-CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION, **FP32,
+CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION, **FP32, **WINDOW,
           **{f"{name}-seed{n}": [*flags, "--seed", str(n)] for name, flags in PRECISION.items() for n in (1, 2)},
           **{f"{name}-seed{n}": [*TUNING[name], "--seed", str(n)]
              for name in ("h128-d0-lr2e-2", "h256-d0-lr1e-2") for n in (1, 2)},
