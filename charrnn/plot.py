@@ -120,7 +120,7 @@ def draw(fig: Figure) -> Any:
             ax.plot(*zip(*c.train, strict=True), color=color, linewidth=0.8, alpha=0.45)
         if c.val:
             ax.plot(*zip(*c.val, strict=True), color=color, linewidth=1.8, marker="o", markersize=3.5)
-        ax.plot([], [], color=color, linewidth=1.8, label=c.label)  # one legend entry per run
+        ax.plot([], [], color=color, linewidth=1.8, label=_literal(c.label))  # one legend entry per run
     ax.plot([], [], color="0.4", linewidth=0.8, alpha=0.6, label="thin: training loss")
     ax.plot([], [], color="0.4", linewidth=1.8, marker="o", markersize=3.5, label="dots: validation loss")
     lo, hi = fig.ylim
@@ -137,10 +137,17 @@ def draw(fig: Figure) -> Any:
     ax.set_xlabel(X_LABELS[fig.x])
     ax.set_ylabel(Y_LABEL + (", log scale" if fig.log else ""))
     bpc.set_ylabel(BPC_LABEL)
-    ax.set_title(fig.title, fontsize=10)
+    ax.set_title(_literal(fig.title), fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return mpl
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib shows it as written: a pair of $ would start its math notation, and a legend leaves
+    out a label that starts with an underscore."""
+    text = text.replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
 
 
 # A text chart is lines of segments: (text, style); style is None for axes and labels, else (curve index, split).

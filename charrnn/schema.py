@@ -37,7 +37,10 @@ def _get(d: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str,
         return None
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise Damaged(f"{where}: {key!r} is out of range") from None
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise Damaged(f"{where}: {key!r} should be {' or '.join(k.__name__ for k in kinds)}, not {value!r}")
     return value
@@ -269,6 +272,10 @@ class ResumeState:
 # The run's own logs, beside its checkpoints: one JSON object per line of metrics.jsonl and samples.jsonl, and
 # ended.json. Readers skip a line that does not fit (a crash can cut the last one short) and count it.
 
+MAX_STEP = 2**62
+MAX_LOSS = 1e6  # nats/char: a cross-entropy past it is not a model's, and would overflow a chart's scale
+
+
 @dataclass(frozen=True)
 class MetricLine:
     """One line of metrics.jsonl: a window of training steps or an evaluation (train.Event writes it)."""
@@ -286,10 +293,15 @@ class MetricLine:
         split = _get(d, "split", str, where)
         if split not in ("train", "val"):
             raise Damaged(f"{where}: 'split' should be 'train' or 'val', not {split!r}")
-        step = _get(d, "step", int, where)
-        if step < 0:
-            raise Damaged(f"{where}: 'step' should be >= 0, not {step}")
-        return cls(split, step, _get(d, "loss", float, where), _get(d, "elapsed", float, where),
+        step, loss = _get(d, "step", int, where), _get(d, "loss", float, where)
+        elapsed = _get(d, "elapsed", float, where)
+        if not 0 <= step <= MAX_STEP:
+            raise Damaged(f"{where}: 'step' should be between 0 and {MAX_STEP}, not {step}")
+        if not (0 <= loss <= MAX_LOSS or math.isnan(loss) or loss == math.inf):  # a diverged run's can be NaN or inf
+            raise Damaged(f"{where}: 'loss' should be between 0 and {MAX_LOSS:g}, not {loss}")
+        if not 0 <= elapsed < math.inf:
+            raise Damaged(f"{where}: 'elapsed' should be a number of seconds, not {elapsed}")
+        return cls(split, step, loss, elapsed,
                    _get(d, "lr", float, where, optional=True), _get(d, "chars_per_s", float, where, optional=True),
                    _get(d, "progress", float, where, optional=True))
 

@@ -11,6 +11,7 @@ close the script or open a tag.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -108,7 +109,7 @@ class Page:
             raise CharRNNError(f"cannot write the page to {path}: {e.strerror or e}") from None
         self.done = False
         styles = "".join(f".b{b}{{background:{c}}}" for b, c in enumerate(PALETTE))
-        self.file.write(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        self._write(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
                         f"<title>{html.escape(title)}</title><style>{_CSS}{styles}</style></head><body>\n"
                         f"<header><h1>{html.escape(title)}</h1>{legend_html()}"
@@ -128,11 +129,11 @@ class Page:
                 [f"{bits:.3g}", *(f"{int(g)} {p:.3g}" for g, p in zip(block.guesses[k], block.probs[k], strict=True)
                                   if g >= 0 and np.isfinite(p))]) + '"'
             out.append(f'<span class="{cls}"{data}>{html.escape(char)}</span>')
-        self.file.write("".join(out))
+        self._write("".join(out))
 
     def finish(self, summary: str) -> None:
         """Write the end of the page and put it in place."""
-        self.file.write(f'</div>\n<div id="summary">{html.escape(summary)}</div>\n<div id="tip"></div>\n'
+        self._write(f'</div>\n<div id="summary">{html.escape(summary)}</div>\n<div id="tip"></div>\n'
                         f'<script type="application/json" id="vocab">{_json_for_script(self.chars)}</script>\n'
                         f"<script>{_SCRIPT}</script>\n</body></html>\n")
         try:
@@ -144,10 +145,17 @@ class Page:
             raise CharRNNError(f"cannot write the page to {self.path}: {e.strerror or e}") from None
         self.done = True
 
+    def _write(self, text: str) -> None:
+        try:
+            self.file.write(text)
+        except OSError as e:  # a full disk: the page is many times the text's size
+            raise CharRNNError(f"cannot write the page to {self.path}: {e.strerror or e}") from None
+
     def __enter__(self) -> Page:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if not self.done:
-            self.file.close()
+            with contextlib.suppress(OSError):  # close flushes what is buffered: on a full disk that fails again
+                self.file.close()
             self.tmp.unlink(missing_ok=True)

@@ -124,7 +124,30 @@ def test_damaged_metrics_lines_are_skipped_with_a_warning(trained: Path, tmp_pat
     copy = shutil.copytree(trained / "runs" / "a", tmp_path / "a")
     with (copy / "metrics.jsonl").open("a") as f:
         f.write('{"split": "val", "step": 11, "lo\n')
-    result = runner.invoke(app, ["plot", str(copy)])
-    assert result.exit_code == 0, result.output
-    assert "Warning: a: 1 damaged line(s) in metrics.jsonl skipped" in result.stderr
+        for bad in ('"step": 12, "loss": 1.0, "elapsed": NaN', '"step": 12, "loss": 1e308, "elapsed": 9.0',
+                    '"step": 1' + "0" * 400 + ', "loss": 1.0, "elapsed": 9.0', '"step": 12, "loss": -1, "elapsed": 9.0',
+                    '"step": 12, "loss": 1' + "0" * 400 + ', "elapsed": 9.0'):  # numbers no run writes
+            f.write('{"split": "train", ' + bad + '}\n')
+    for x in ("step", "time"):
+        result = runner.invoke(app, ["plot", str(copy), "--x", x])
+        assert result.exit_code == 0, result.output
+        assert "Warning: a: 6 damaged line(s) in metrics.jsonl skipped" in result.stderr
     assert len(runs.read_metrics(copy)[0]) == len(runs.read_metrics(trained / "runs" / "a")[0])
+
+
+def test_names_are_shown_as_they_are(trained: Path, tmp_path: Path):
+    """A run named with bytes that are not UTF-8 is drawn with U+FFFD; in the PNG, names are not matplotlib's
+    markup (a pair of $ is not math, a leading underscore does not hide the legend entry)."""
+    import os
+    import shutil
+
+    odd = shutil.copytree(trained / "runs" / "a", tmp_path / os.fsdecode(b"caf\xe9"))
+    result = runner.invoke(app, ["plot", str(odd)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].endswith("  caf\ufffd")
+    pytest.importorskip("matplotlib")
+    fig = plot.figure([(info("_baseline"), lines(20)), (info("cost_$5_$10"), lines(20))])
+    legend = [t.get_text() for t in plot.draw(fig).axes[0].get_legend().get_texts()]
+    assert legend[:2] == [" _baseline", r"cost_\$5_\$10"]
+    plot.save_png(fig, tmp_path / "names.png")  # drawn: "$5_$" is not parsed as math
+    assert (tmp_path / "names.png").stat().st_size > 1000

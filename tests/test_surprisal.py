@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import html
 import json
 import math
@@ -155,4 +156,34 @@ def test_html_errors_leave_nothing_behind(trained: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(surprisal_page.Page, "add", interrupted)
     result = cli("eval", text, "--html", out, "--checkpoint", trained / "run")
     assert result.exit_code == 130 and out.read_text() == "the old page"
+    assert [p.name for p in trained.iterdir() if p.name.startswith(".")] == []
+
+
+def test_html_on_a_full_disk_says_so_and_leaves_nothing_behind(trained: Path, monkeypatch: pytest.MonkeyPatch):
+    """The page is ~60-90 bytes a character: a disk that fills while it is written gets an error naming the page,
+    and its temporary file goes although closing it (which flushes) fails again."""
+    text, out = trained / "text.txt", trained / "full.html"
+    out.write_text("the old page")
+    opened = surprisal_page.Page.__init__
+
+    class FullDisk:
+        def __init__(self, real):
+            self.real = real
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self):
+            self.real.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_after_the_header(self, *args):
+        opened(self, *args)
+        self.file = FullDisk(self.file)
+
+    monkeypatch.setattr(surprisal_page.Page, "__init__", full_after_the_header)
+    result = cli("eval", text, "--html", out, "--checkpoint", trained / "run")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1] == f"Error: cannot write the page to {out}: No space left on device"
+    assert out.read_text() == "the old page"
     assert [p.name for p in trained.iterdir() if p.name.startswith(".")] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +42,8 @@ def plot_cmd(
     for info, _ in data:
         warn([f"{printable(info.name)}: {p}" for p in info.problems if "damaged line" in p])
     fig = plot.figure(data, x)  # type: ignore[arg-type]
+    fig = dataclasses.replace(fig, title=printable(fig.title),  # a run or corpus named in bytes that are not UTF-8
+                              curves=[dataclasses.replace(c, label=printable(c.label)) for c in fig.curves])
     if out is not None:
         plot.save_png(fig, out)
         say(f"wrote {printable(out)}")
