@@ -1,4 +1,4 @@
-"""The one user-facing error type. Anything else escaping the library is a bug."""
+"""The one user-facing error type (anything else escaping the library is a bug), and paths as messages show them."""
 
 
 class CharRNNError(Exception):
@@ -14,3 +14,8 @@ class CharRNNError(Exception):
 
 class Damaged(CharRNNError):
     """A file whose content does not fit what charrnn wrote (damaged, hand-edited, or another version's)."""
+
+
+def printable(path: object) -> str:
+    """A path as text that any UTF-8 output can show (a file name that is not UTF-8 gets U+FFFD)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")

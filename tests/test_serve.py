@@ -5,6 +5,7 @@ SIGINT/SIGTERM (a real process: slow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -117,9 +118,11 @@ def test_several_samples_stop_strings_and_a_random_seed(client: TestClient):
     streamed = sse_events(client.post("/v1/generate", json={"length": 100, "seed": 9, "num_samples": 3,
                                                             "stop": [stop], "stream": True}).text)
     assert [streamed_text(streamed, i) for i in range(3)] == [s["text"] for s in cut["samples"]]
-    unseeded = client.post("/v1/generate", json={"length": 30}).json()
+    unseeded = client.post("/v1/generate", json={"length": 30, "stop": None}).json()  # null: no stop strings
     again = client.post("/v1/generate", json={"length": 30, "seed": unseeded["seed"]}).json()
     assert again == unseeded  # the seed it chose is given back, and reproduces the text
+    seeds = [client.post("/v1/generate", json={"length": 1}).json()["seed"] for _ in range(3)]
+    assert max(seeds) < 2**53  # what a JavaScript number holds exactly, so the page can send it back
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -142,6 +145,8 @@ def test_several_samples_stop_strings_and_a_random_seed(client: TestClient):
     ({"seed": -1}, 400, "seed must be a whole number from 0 to 2**63 - 1, not -1"),
     ({"greedy": "yes"}, 400, "greedy must be true or false, not 'yes'"),
     ({"stop": [""]}, 400, "a stop string must be non-empty text, not ''"),
+    ({"temperature": 10**400}, 400, "temperature is out of range"),
+    ({"top_p": 10**400}, 400, "top_p is out of range"),
 ])
 def test_bad_generate_requests_are_4xx_json_errors(client: TestClient, body, status: int, message: str):
     if isinstance(body, bytes):
@@ -180,9 +185,23 @@ def test_score_gives_every_characters_surprisal_and_top_guesses(client: TestClie
             assert scored["bits"][i] == pytest.approx(-math.log2(dict(guesses)[text[i]]), abs=1e-3)
 
 
+def test_the_model_description_is_json_whatever_the_checkpoint_says(ckpt: Path):
+    """A corpus named in bytes that are not UTF-8 and a validation loss of NaN (a hand-edited meta.json) would
+    make every GET /v1/model a 500: JSON has no NaN, and its UTF-8 no lone surrogate."""
+    found = checkpoint.find(ckpt, Path("runs"))
+    meta = dataclasses.replace(found.meta, corpus=dataclasses.replace(found.meta.corpus, path="/x/caf\udce9.txt"),
+                               metrics=dataclasses.replace(found.meta.metrics, val_loss=math.nan))
+    info = describe(dataclasses.replace(found, meta=meta), found.load_model("cpu"), Limits())
+    assert info["corpus"] == "caf\ufffd.txt" and info["val_loss"] is None and info["val_bpc"] is None
+    json.dumps(info, allow_nan=False, ensure_ascii=False).encode("utf-8")  # as Starlette renders it
+
+
 def test_a_full_server_answers_429(ckpt: Path):
     server = make_server(ckpt, Limits(max_streams=2))
     with TestClient(create_app(server)) as c:
+        more = c.post("/v1/generate", json={"length": 5, "num_samples": 3})  # more than ever run at once: not 429
+        assert more.status_code == 400
+        assert more.json()["error"] == "num_samples must be at most 2 on this server, not 3"
         busy = server.batcher.submit(Job(torch.tensor([1]), 10_000, Sampling(), seed=1, num_samples=2))
         response = c.post("/v1/generate", json={"length": 5})
         assert response.status_code == 429 and response.headers["retry-after"] == "1"

@@ -114,11 +114,6 @@ def leave_a_closed_terminal() -> None:
                     os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
 
 
-def printable(path: object) -> str:
-    """A path as text that any UTF-8 output can show (a file name that is not UTF-8 gets U+FFFD)."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def stdout() -> TextIO:
     """The standard output, for the product; an error if it was closed (``>&-``)."""
     if sys.stdout is None:

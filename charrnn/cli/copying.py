@@ -9,9 +9,8 @@ from pathlib import Path
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from charrnn import checkpoint, copycheck, run
-from charrnn.cli.common import printable
 from charrnn.cli.views import BarView, err, reading_view, say
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, printable
 
 SHOWN = 60  # characters of the longest span shown on the line
 

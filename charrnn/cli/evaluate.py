@@ -20,14 +20,13 @@ from charrnn.cli.common import (
     app,
     check_errors_policy,
     load,
-    printable,
     stdout,
     user_errors,
 )
 from charrnn.cli.show import view as shown
 from charrnn.cli.views import reading_view, say, scoring_view
 from charrnn.corpus import Corpus, Progress, load_corpus
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, printable
 from charrnn.evaluate import evaluate
 from charrnn.surprisal_page import check_target
 from charrnn.vocab import UnknownCharacters, describe_chars

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from charrnn import export
-from charrnn.cli.common import CheckpointOption, app, load, printable, user_errors
+from charrnn.cli.common import CheckpointOption, app, load, user_errors
 from charrnn.cli.views import say
+from charrnn.errors import printable
 
 
 @app.command(name="export")

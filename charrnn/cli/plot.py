@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.text import Text
 
 from charrnn import plot, run, runs
-from charrnn.cli.common import app, printable, stdout, user_errors
+from charrnn.cli.common import app, stdout, user_errors
 from charrnn.cli.views import say, warn
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, printable
 
 COLORS = ("blue", "red", "green", "magenta", "cyan", "yellow", "bright_blue", "bright_red", "bright_green",
           "bright_magenta")

@@ -12,8 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from charrnn import run, runs
-from charrnn.cli.common import app, printable, stdout, user_errors
+from charrnn.cli.common import app, stdout, user_errors
 from charrnn.cli.views import say
+from charrnn.errors import printable
 
 STATE_STYLES = {"running": "cyan", "finished": "green", "stopped": "yellow", "crashed": "red", "empty": "dim"}
 

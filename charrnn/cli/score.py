@@ -20,13 +20,12 @@ from charrnn.cli.common import (
     app,
     check_errors_policy,
     load,
-    printable,
     stdout,
     user_errors,
 )
 from charrnn.cli.views import say
 from charrnn.corpus import read_code_points
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, printable
 from charrnn.items import BY, pieces
 from charrnn.score import ItemScore, ModelScorer, most_surprising, score_items
 

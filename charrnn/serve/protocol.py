@@ -6,6 +6,7 @@ description. A bad request is a ``RequestError`` with the HTTP status to answer 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import PurePath
@@ -17,7 +18,7 @@ import torch
 from charrnn import __version__
 from charrnn.checkpoint import Checkpoint
 from charrnn.config import check_seed
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, printable
 from charrnn.evaluate import bits_per_char
 from charrnn.model import CharRNN, num_parameters
 from charrnn.sample import Sampling
@@ -88,7 +89,10 @@ def _number(value: Any, name: str, optional: bool = False) -> float | None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise RequestError(f"{name} must be a number{' or null' if optional else ''}, not {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # a whole number of hundreds of digits
+        raise RequestError(f"{name} is out of range") from None
 
 
 def _at_most(value: int, limit: int, name: str) -> None:
@@ -118,16 +122,17 @@ def parse_generate(body: dict[str, Any], vocab: Vocab, limits: Limits) -> tuple[
     if num_samples < 1:
         raise RequestError(f"num_samples must be at least 1, not {num_samples}")
     _at_most(length, limits.max_length, "length")
-    _at_most(num_samples, limits.max_samples, "num_samples")
+    _at_most(num_samples, min(limits.max_samples, limits.max_streams), "num_samples")  # more would never start
     for name in ("greedy", "stream"):
         if not isinstance(f[name], bool):
             raise RequestError(f"{name} must be true or false, not {f[name]!r}")
     try:
         how = Sampling(_number(f["temperature"], "temperature"), _whole(f["top_k"], "top_k", optional=True),
                        _number(f["top_p"], "top_p", optional=True), f["greedy"])
-        seed = f["seed"] if f["seed"] is not None else secrets.randbelow(2**63)
+        # a seed drawn here is below 2**53, so that JavaScript (whose numbers are doubles) can send it back exactly
+        seed = f["seed"] if f["seed"] is not None else secrets.randbelow(2**53)
         check_seed(seed, "seed")
-        stops = f["stop"] if isinstance(f["stop"], list) else [f["stop"]]
+        stops = f["stop"] if isinstance(f["stop"], list) else [] if f["stop"] is None else [f["stop"]]
         stops = check_stops(stops)
     except RequestError:
         raise
@@ -160,11 +165,12 @@ def describe(ckpt: Checkpoint, model: CharRNN, limits: Limits) -> dict[str, Any]
     """What GET /v1/model answers: the model's shape, what it was trained on, how good it was, and the limits.
     Only the names of the corpus and checkpoint, never the paths on this machine."""
     cfg, val = ckpt.model_config, ckpt.val_loss
+    val = val if val is not None and math.isfinite(val) else None  # JSON has no NaN
     return {
         "vocab_size": cfg.vocab_size, "cell": cfg.cell, "embedding_size": cfg.embedding_size,
         "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "parameters": num_parameters(model),
-        "corpus": PurePath(ckpt.meta.corpus.path).name, "checkpoint": ckpt.path.name, "step": ckpt.step,
-        "val_loss": val, "val_bpc": None if val is None else bits_per_char(val),
+        "corpus": printable(PurePath(ckpt.meta.corpus.path).name), "checkpoint": printable(ckpt.path.name),
+        "step": ckpt.step, "val_loss": val, "val_bpc": None if val is None else bits_per_char(val),
         "vocab": "".join(ckpt.vocab.chars), "limits": asdict(limits), "charrnn_version": __version__,
     }
 
