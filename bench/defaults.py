@@ -92,9 +92,9 @@ WINDOW = {"auto-s256": ["--seq-len", "256", "--batch-size", "8"]}
 # ... and fp32 on a CPU with native bf16: the fp32 cells measured on the machine at hand (session 16)
 FP32 = {f"{name}-fp32{seed}": [*TUNING[name], "--precision", "fp32", *flags]
         for name in ("h128-d0-lr2e-2", "h256-d0-lr1e-2")
-        for seed, flags in (("", []), ("-seed1", ["--seed", "1"]), ("-seed2", ["--seed", "2"]))}
+        for seed, flags in [("", []), *((f"-seed{n}", ["--seed", str(n)]) for n in range(1, 5))]}
 CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION, **FP32, **WINDOW,
-          **{f"{name}-seed{n}": [*flags, "--seed", str(n)] for name, flags in PRECISION.items() for n in (1, 2)},
+          **{f"{name}-seed{n}": [*flags, "--seed", str(n)] for name, flags in PRECISION.items() for n in range(1, 5)},
           **{f"{name}-seed{n}": [*TUNING[name], "--seed", str(n)]
              for name in ("h128-d0-lr2e-2", "h256-d0-lr1e-2") for n in (1, 2)},
           "h128-d0-lr2e-2-paced": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "586", "--eval-chars", "180000"],
@@ -102,7 +102,7 @@ CHECKS = {**AUTO_SEEDS, **NO_DROP, **PRECISION, **FP32, **WINDOW,
           **{f"h128-d0-lr2e-2-paced374{light}{seed}": [*TUNING["h128-d0-lr2e-2"], "--eval-every", "374",
                                                          "--eval-chars", chars, *flags]
              for light, chars in (("", "115000"), ("-half", "57500"))  # and with half the characters scored
-             for seed, flags in (("", []), ("-seed1", ["--seed", "1"]), ("-seed2", ["--seed", "2"]))}}
+             for seed, flags in [("", []), *((f"-seed{n}", ["--seed", str(n)]) for n in range(1, 5))]}}
 # auto-sizing with the full softmax instead of the adaptive one (the comparison for large vocabularies)
 CONFIGS = {"auto": [], **GRID, "baseline": None, "auto-full-softmax": ["--softmax", "full"], **TUNING, **CHECKS}
 SWEEP = [n for n in CONFIGS if n not in TUNING and n not in CHECKS]
