@@ -46,11 +46,16 @@ def from_env() -> World:
                  int(env.get("LOCAL_WORLD_SIZE", 1)))
 
 
-def start(world: World) -> None:
-    """Join the process group (Gloo for CPU tensors, NCCL for CUDA ones); nothing without torchrun."""
+def start(world: World, device: str | None = None) -> None:
+    """Join the process group (Gloo for CPU tensors, NCCL for CUDA ones); nothing without torchrun. ``device`` is
+    the one asked for (None: the default), and "cpu" keeps even a machine with GPUs on Gloo."""
     if not world.enabled or td.is_initialized():
         return
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and device != "cpu":
+        if world.local_world_size > torch.cuda.device_count():  # every worker says so, none waits for the others
+            raise CharRNNError(f"torchrun started {world.local_world_size} workers on this machine, which has "
+                               f"{torch.cuda.device_count()} GPU(s): start one worker per GPU (--nproc-per-node), or "
+                               "train on the CPU with --device cpu")
         torch.cuda.set_device(world.local_rank)
         td.init_process_group("cpu:gloo,cuda:nccl")
     else:

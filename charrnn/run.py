@@ -411,6 +411,8 @@ def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event],
     train_tokens, val_tokens = splits(cfg, setup.corpus, setup.validation)
     device = devices.for_worker(cfg.device, world)
     trainer = Trainer(setup.model, cfg, train_tokens, val_tokens, device, world=world)
+    if world.rank:  # each worker its own dropout masks; the weights are rank 0's (DDP broadcast them)
+        torch.manual_seed(cfg.seed + 1_000_003 * world.rank)
     if setup.resume is not None:
         warning = _restore(trainer, setup.resume, setup.run_dir, world)
         setup.warnings += [warning] if warning else []

@@ -202,6 +202,9 @@ def assert_error(result, message: str) -> None:
 def test_check_copy_errors(trained, tmp_path: Path):
     run_dir, corpus = trained
     args = ["generate", "--checkpoint", str(run_dir), "--length", "20", "--device", "cpu"]
+    for flags in (["--check-copy"], ["--copy-report", str(tmp_path / "r.jsonl")]):  # the loop checks nothing yet
+        assert_error(runner.invoke(app, [*args, "--interactive", *flags]),
+                     "--check-copy and --copy-report do not work with --interactive yet: leave them out")
     assert_error(runner.invoke(app, [*args, "--copy-report", str(tmp_path / "no" / "r.jsonl")]),
                  f"--copy-report {tmp_path / 'no' / 'r.jsonl'}: the directory {tmp_path / 'no'} does not exist")
     (tmp_path / "taken").mkdir()

@@ -58,6 +58,7 @@ def test_distributed_resume_reproduces_an_uninterrupted_run(corpus: Path, tmp_pa
     assert state.workers[0].hidden[0].shape == (2, 2, 24)
     assert state.workers[0].batches != state.workers[1].batches or state.workers[0].hidden[0].ne(
         state.workers[1].hidden[0]).any()  # two different streams, not one saved twice
+    assert not torch.equal(state.workers[0].rng_cpu, state.workers[1].rng_cpu)  # each its own dropout masks
     charrnn("train", "--resume", "halves", cwd=tmp_path, workers=2)
     strip = [(m["split"], m["step"], m["loss"]) for m in metrics(tmp_path / "whole")]
     assert strip == [(m["split"], m["step"], m["loss"]) for m in metrics(tmp_path / "halves")]
@@ -88,3 +89,23 @@ def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_
     assert last.val_loss is not None  # the stop checkpoint is scored, by both workers together
     resumed = charrnn("train", "--resume", "r", "--steps", last.step + 4, cwd=tmp_path, workers=2)
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_more_workers_than_gpus_is_an_error_and_cpu_workers_use_gloo(monkeypatch: pytest.MonkeyPatch):
+    from charrnn import dist
+    from charrnn.errors import CharRNNError
+
+    joined = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: joined.append(f"cuda:{i}"))
+    monkeypatch.setattr(dist.td, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist.td, "init_process_group", joined.append)
+    for rank in (0, 1):
+        world = dist.World(rank, 2, rank, 2)
+        with pytest.raises(CharRNNError, match=r"torchrun started 2 workers on this machine, which has 1 GPU\(s\)"):
+            dist.start(world)
+        dist.start(world, "cpu")  # a machine with one GPU trains on its CPU with two workers
+    assert joined == ["gloo", "gloo"]
+    dist.start(dist.World(0, 2, 0, 1))  # one worker per GPU here (the other on another machine)
+    assert joined[-2:] == ["cuda:0", "cpu:gloo,cuda:nccl"]

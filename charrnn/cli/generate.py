@@ -66,6 +66,8 @@ def generate_cmd(
         prompt_loop.check_options(prefix, prefix_file, num_samples)
         if stops:
             raise CharRNNError("--stop does not work with --interactive yet: leave it out")
+        if check_copy or copy_report is not None:
+            raise CharRNNError("--check-copy and --copy-report do not work with --interactive yet: leave them out")
     if prefix_file is not None:
         if prefix:
             raise CharRNNError("give the prefix with --prefix or with --prefix-file, not both")

@@ -109,7 +109,7 @@ def train(
     if tensorboard:
         board.require()
     world = dist.from_env()
-    dist.start(world)
+    dist.start(world, device)
 
     def prepare() -> run.Setup:
         with reading_view() as reading:
