@@ -75,6 +75,11 @@ text.addEventListener('mouseleave',()=>{tip.style.display='none';if(on)on.classL
 """
 
 
+# characters an HTML parser would change: a carriage return becomes a line feed (a CRLF text would be double-spaced),
+# a NUL is dropped; a character reference keeps the one, the symbol for null stands for the other
+_AS_WRITTEN = {"\r": "&#13;", "\0": "\u2400"}
+
+
 def check_target(path: Path) -> None:
     """An error now, before any work, if the page could not be written to ``path``."""
     if path.is_dir():
@@ -128,7 +133,7 @@ class Page:
             data = "" if b < 0 else ' data-d="' + " ".join(
                 [f"{bits:.3g}", *(f"{int(g)} {p:.3g}" for g, p in zip(block.guesses[k], block.probs[k], strict=True)
                                   if g >= 0 and np.isfinite(p))]) + '"'
-            out.append(f'<span class="{cls}"{data}>{html.escape(char)}</span>')
+            out.append(f'<span class="{cls}"{data}>{_AS_WRITTEN.get(char) or html.escape(char)}</span>')
         self._write("".join(out))
 
     def finish(self, summary: str) -> None:

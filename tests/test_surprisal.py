@@ -17,10 +17,11 @@ from typer.testing import CliRunner
 
 from charrnn import evaluate as ev
 from charrnn import run, surprisal_page
-from charrnn.cli import app
+from charrnn.cli import app, show
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import CharRNN
-from charrnn.surprisal import PALETTE, colour_bin, surprisal
+from charrnn.surprisal import PALETTE, Block, colour_bin, surprisal
+from charrnn.vocab import Vocab
 from tests.helpers import synthetic_text
 
 CPU = torch.device("cpu")
@@ -187,3 +188,36 @@ def test_html_on_a_full_disk_says_so_and_leaves_nothing_behind(trained: Path, mo
     assert result.stderr.splitlines()[-1] == f"Error: cannot write the page to {out}: No space left on device"
     assert out.read_text() == "the old page"
     assert [p.name for p in trained.iterdir() if p.name.startswith(".")] == []
+
+
+def test_html_keeps_carriage_returns_and_nul(tmp_path: Path):
+    """An HTML parser turns a raw CR into a line feed (a CRLF text would be double-spaced) and drops a NUL."""
+    vocab = Vocab(["a", "\r", "\n", "\0"])
+    n = 4
+    block = Block(0, np.arange(n), np.array([np.nan, 1.0, 2.0, 3.0]), np.full((n, 2), -1), np.full((n, 2), np.nan))
+    with surprisal_page.Page(tmp_path / "p.html", vocab, "t") as page:
+        page.add(block)
+        page.finish("done")
+    written = (tmp_path / "p.html").read_text(encoding="utf-8")
+    assert "\r" not in written and "\0" not in written
+    assert spans(written) == ["a", "\r", "\n", "\u2400"]  # the CR as a character reference, NUL as its symbol
+
+
+def test_eval_html_will_not_overwrite_the_text_and_show_scores_as_eval(trained: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    text = trained / "text.txt"
+    result = cli("eval", text, "--html", text, "--checkpoint", trained / "run")
+    assert result.exit_code == 2 and text.read_text(encoding="utf-8") == TEXT
+    refused = f"Error: --html {text} is the text being scored: give the page another name"
+    assert result.stderr.splitlines()[-1] == refused
+    plain = json.loads(cli("eval", text, "--json", "--checkpoint", trained / "run").stdout)
+    real = show.surprisal
+
+    def diverged(*args, **kwargs):  # a model that gives NaN somewhere: eval's mean is NaN over the same characters
+        for block in real(*args, **kwargs):
+            block.bits[len(block) // 2] = np.nan
+            yield block
+
+    monkeypatch.setattr(show, "surprisal", diverged)
+    bpc = cli("eval", text, "--show", "--checkpoint", trained / "run").stderr.splitlines()[-1]
+    assert bpc == f"nan bits/char (loss nan nats/char) over {plain['chars']:,} characters"

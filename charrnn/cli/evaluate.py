@@ -59,6 +59,8 @@ def eval_cmd(
         raise CharRNNError("--show and --json both print to the standard output: use one of them")
     if html is not None:
         check_target(html)
+        if corpus is not None and html.exists() and corpus.exists() and html.samefile(corpus):
+            raise CharRNNError(f"--html {printable(html)} is the text being scored: give the page another name")
     devices.set_threads(threads)
     out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)

@@ -80,8 +80,8 @@ def view(model: CharRNN, tokens: np.ndarray, vocab: Vocab, device: torch.device,
         page = stack.enter_context(Page(html, vocab, title)) if html is not None else None
         with scoring_view() as scoring:
             for block in surprisal(model, tokens, device, progress=None if show else scoring.update):
-                finite = block.bits[~np.isnan(block.bits)]
-                total, counted = total + float(finite.sum()), counted + len(finite)
+                scored = block.bits[1:] if block.start == 0 else block.bits  # all but the first character, as eval
+                total, counted = total + float(scored.sum()), counted + len(scored)
                 if terminal is not None:
                     terminal.add(block)
                 if page is not None:
