@@ -32,7 +32,7 @@ from charrnn import checkpoint
 from charrnn.cli import app as cli_app
 from charrnn.sample import Sampling
 from charrnn.serve.app import Server, create_app
-from charrnn.serve.batcher import Batcher, Job
+from charrnn.serve.batcher import Batcher, Busy, Job
 from charrnn.serve.protocol import Limits, describe
 from charrnn.stop import cut_at_stop
 from tests.helpers import ROOT, env, random_checkpoint, synthetic_text
@@ -194,6 +194,34 @@ def test_the_model_description_is_json_whatever_the_checkpoint_says(ckpt: Path):
     info = describe(dataclasses.replace(found, meta=meta), found.load_model("cpu"), Limits())
     assert info["corpus"] == "caf\ufffd.txt" and info["val_loss"] is None and info["val_bpc"] is None
     json.dumps(info, allow_nan=False, ensure_ascii=False).encode("utf-8")  # as Starlette renders it
+
+
+def test_texts_to_score_wait_in_a_bounded_queue_and_get_json_at_shutdown(ckpt: Path):
+    """Scoring runs on the decoding thread and holds up every stream: past ``max_calls`` waiting, a 429; those
+    still waiting when the server stops get a JSON 503, not a bare 500."""
+    server = make_server(ckpt)
+    server.batcher.max_calls = 2
+    gate = threading.Event()
+    with TestClient(create_app(server)) as c, ThreadPoolExecutor(2) as pool:
+        try:
+            server.batcher.call(gate.wait)  # the decoding thread, busy
+            while server.batcher._calls:  # taken off the queue: running
+                time.sleep(0.01)
+            waiting = [server.batcher.call(lambda: None) for _ in range(2)]
+            full = pool.submit(c.post, "/v1/score", json={"text": TEXT[:50]}).result(timeout=30)
+            assert full.status_code == 429 and full.headers["retry-after"] == "1"
+            assert full.json()["error"] == "the server is busy: 2 texts are waiting to be scored; try again shortly"
+            server.batcher.max_calls = 3
+            late = pool.submit(c.post, "/v1/score", json={"text": TEXT[:50]})
+            while len(server.batcher._calls) < 3:  # queued behind the other two
+                time.sleep(0.01)
+            stopping = pool.submit(server.stop)
+        finally:
+            gate.set()
+        stopping.result(timeout=30)
+        assert late.result(timeout=30).status_code == 503
+        assert late.result().json() == {"error": "the server is shutting down"}
+        assert all(isinstance(w.exception(), Busy) for w in waiting)
 
 
 def test_a_full_server_answers_429(ckpt: Path):

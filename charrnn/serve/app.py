@@ -223,11 +223,11 @@ class Server:
         try:
             text, tokens, top = parse_score(await self.read_body(request), self.vocab, self.limits)
             future = self.batcher.call(lambda: score_text(self.model, self.vocab, text, tokens, top))
+            return JSONResponse(await asyncio.wrap_future(future))
         except RequestError as e:
             return error(str(e), e.status)
         except Busy as e:
-            return error(str(e), 503)
-        return JSONResponse(await asyncio.wrap_future(future))
+            return error(str(e), 503 if self.stopping else 429, {"Retry-After": "1"})
 
     def stop(self) -> None:
         """Shutting down: end every stream now (each sample finishes with "shutdown"), refuse new requests."""

@@ -38,6 +38,11 @@ class Busy(CharRNNError):
     """No room for another request now (too many streams), or the server is shutting down."""
 
 
+# calls (texts to score) waiting at once: each runs on the decoding thread between two steps, and holds up every
+# stream while it runs (a text of 20,000 characters takes ~0.1-1 s on a CPU thread)
+MAX_CALLS = 16
+
+
 @dataclass(frozen=True)
 class Job:
     """What one request asks for, already checked (protocol.py): continue ``prefix_ids`` (P,) int64, P >= 1."""
@@ -109,10 +114,10 @@ class Batcher:
     ``notify`` hears, once per step and on the decoding thread, of the slots with new output."""
 
     def __init__(self, model: CharRNN, vocab: Vocab, *, max_streams: int = 256, max_running: int | None = None,
-                 lanes: int | None = None, notify: Notify | None = None) -> None:
+                 lanes: int | None = None, notify: Notify | None = None, max_calls: int = MAX_CALLS) -> None:
         self.model, self.vocab = model.eval(), vocab
         self.device = model.embed.weight.device
-        self.max_streams, self.max_running = max_streams, max_running
+        self.max_streams, self.max_running, self.max_calls = max_streams, max_running, max_calls
         self.notify = notify
         self.lanes = LaneStep(model, lanes)
         self.last = torch.zeros(0, model.config.vocab_size, device=self.device)  # (R, V) next-character logits
@@ -148,6 +153,8 @@ class Batcher:
         with self._cond:
             if self._closing:
                 raise Busy("the server is shutting down")
+            if len(self._calls) >= self.max_calls:  # each holds up every stream while it runs
+                raise Busy(f"the server is busy: {len(self._calls)} texts are waiting to be scored; try again shortly")
             self._calls.append((fn, future))
             self._cond.notify()
         return future
@@ -374,8 +381,8 @@ class Batcher:
         with self._cond:
             waiting, self._waiting = self._waiting, []
             calls, self._calls = self._calls, []
-        for _, future in calls:
-            future.cancel()
+        for _, future in calls:  # an answer for the caller (a cancelled future would raise CancelledError there)
+            future.set_exception(Busy("the server is shutting down"))
         slots = [*self.running, *waiting]
         for slot in slots:
             self._end(slot, reason)
