@@ -465,7 +465,9 @@ def _same_text_everywhere(setup: Setup, world: World) -> None:
 
 def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) -> str | None:
     """Load this worker's part of a resume state; returns a warning if the run cannot continue exactly."""
-    own = state.workers[world.rank % len(state.workers)]
+    # saved by another number of workers: their streams cut the text differently (a position may not even exist
+    # in this world's), and one worker's random generators restored on two would draw the same batches and masks
+    own = state.workers[world.rank] if len(state.workers) == world.world_size else None
     try:
         trainer.restore(state.trainer, own)
     except Damaged as e:
@@ -473,7 +475,7 @@ def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) 
                            "aside to resume from the one before, or start a new run with --init-from") from None
     if len(state.workers) != world.world_size:
         return (f"the run was saved by {len(state.workers)} worker(s) and resumes on {world.world_size}: it goes "
-                "on from the same weights, optimizer and step, but not exactly as it would have")
+                "on from the same weights, optimizer and step, with its batches drawn afresh")
     return None
 
 

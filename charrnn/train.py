@@ -374,8 +374,9 @@ class Trainer:
             rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [])
         return shared, own
 
-    def restore(self, shared: TrainerState, own: WorkerState) -> None:
-        """Continue from a saved state (see ``state``), once every tensor in it is checked to fit."""
+    def restore(self, shared: TrainerState, own: WorkerState | None) -> None:
+        """Continue from a saved state (see ``state``), once every tensor in it is checked to fit. Without ``own``
+        (a worker's batches, carried state and random generators) the worker keeps its fresh ones."""
         check_restorable(self, shared, own)
         self.step, self.elapsed, self.eval_seconds = shared.step, shared.elapsed, shared.eval_seconds
         self.best_loss, self.best_step = shared.best_loss, shared.best_step
@@ -385,6 +386,8 @@ class Trainer:
                                 torch.tensor(float(shared.window["loss"]), **as64), int(shared.window["chars"]))
         self.optimizer.load_state_dict(shared.optimizer)
         self.scheduler.load_state_dict(shared.scheduler)
+        if own is None:
+            return
         self.batches.load_state_dict(own.batches)
         hidden = [h.to(self.device) for h in own.hidden]
         if hidden and hidden[0].shape[1] != self.cfg.batch_size:
@@ -405,7 +408,7 @@ def _rate(value: Any, most: float) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= most
 
 
-def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -> None:
+def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState | None) -> None:
     """Raise Damaged unless a saved state has the structure, shapes and dtypes of ``trainer``'s own, so that a
     damaged or hand-edited file never reaches the fused optimizer's kernels (which would read out of bounds)."""
     mine_shared, mine = trainer.state()
@@ -455,6 +458,8 @@ def check_restorable(trainer: Trainer, shared: TrainerState, own: WorkerState) -
                        for v in window.values())
             or not 0 <= window["steps"] <= shared.step or not 0 <= window["chars"] < 2**62):
         fail("the log's running totals")
+    if own is None:
+        return
     want = trainer.hidden_shape()
     if own.hidden and (len(own.hidden) != len(want) or any(
             h.dtype != torch.float32 or h.dim() != 3 or h.shape[0] != want[0][0] or h.shape[2] != want[0][2]

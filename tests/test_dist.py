@@ -91,6 +91,24 @@ def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_
     assert resumed.returncode == 0, resumed.stderr
 
 
+@pytest.mark.parametrize("batching", ["random", "sequential"])
+def test_a_run_resumes_on_more_workers_with_a_stream_each(corpus: Path, tmp_path: Path, batching: str):
+    """One worker's saved streams cannot be two's: restored on both they would draw the same random batches, and
+    a sequential position past half of one worker's epoch does not exist in two's. Each starts afresh."""
+    args = ["--batch-size", 2, "--batching", batching, "--dropout", "0.1", *FLAGS]
+    charrnn("train", corpus, "--steps", 37, *args, "--out", "r", cwd=tmp_path)
+    resumed = charrnn("train", "--resume", "r", "--steps", 45, cwd=tmp_path, workers=2)
+    assert "saved by 1 worker(s) and resumes on 2" in resumed.stderr and "drawn afresh" in resumed.stderr
+    state = checkpoint.latest_of(tmp_path / "r").resume_state()
+    assert state.trainer.step == 45 and len(state.workers) == 2
+    one, two = state.workers
+    assert not torch.equal(one.rng_cpu, two.rng_cpu)  # their own dropout masks
+    if batching == "random":  # their own windows
+        assert not torch.equal(one.batches["generator"], two.batches["generator"])
+    else:  # their own streams of the text
+        assert not torch.equal(one.hidden[0], two.hidden[0])
+
+
 def test_more_workers_than_gpus_is_an_error_and_cpu_workers_use_gloo(monkeypatch: pytest.MonkeyPatch):
     from charrnn import dist
     from charrnn.errors import CharRNNError
