@@ -29,7 +29,7 @@ from torch import nn
 
 from charrnn import __version__
 from charrnn.checkpoint import Checkpoint
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, printable
 from charrnn.minrnn import recurrence
 from charrnn.model import MIN_CELLS, CharRNN, num_parameters
 from charrnn.vocab import Vocab
@@ -92,7 +92,7 @@ def metadata(ckpt: Checkpoint) -> dict[str, str]:
         "state_shape": "num_layers,batch,hidden_size",
         "step": str(ckpt.step),
         "val_loss": "" if scores.val_loss is None else repr(scores.val_loss),
-        "corpus": Path(ckpt.meta.corpus.path).name,
+        "corpus": printable(Path(ckpt.meta.corpus.path).name),  # protobuf strings are UTF-8
         "charrnn_version": __version__,
     }
 

@@ -116,6 +116,17 @@ def test_metadata_describes_the_graph(exported):
     assert onnx.load(str(exported["gru"][0])).graph.input[-1].name == "h"
 
 
+def test_a_corpus_named_in_bytes_that_are_not_utf8_is_exported_as_shown(exported):
+    import dataclasses
+
+    ckpt = exported["lstm"][1].checkpoint
+    odd = dataclasses.replace(ckpt.meta.corpus, path=os.fsdecode(b"/data/caf\xe9.txt"))
+    props = export.metadata(dataclasses.replace(ckpt, meta=dataclasses.replace(ckpt.meta, corpus=odd)))
+    proto = onnx.ModelProto()
+    onnx.helper.set_model_props(proto, props)
+    assert onnx.load_from_string(proto.SerializeToString()).metadata_props[-2].value == "caf\ufffd.txt"
+
+
 def doc_example() -> str:
     (code,) = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "export.md").read_text(encoding="utf-8"), re.S)
     return code
