@@ -105,6 +105,8 @@ def test_plot_cli_png_and_errors(trained: Path, tmp_path: Path, monkeypatch: pyt
     (trained / "runs" / "fresh").mkdir()
     (trained / "runs" / "fresh" / "metrics.jsonl").write_text("")
     cases.append((["plot", "runs/fresh"], "Error: runs/fresh has no losses logged yet"))
+    (trained / "runs" / "unreadable" / "metrics.jsonl").mkdir(parents=True)  # not "no losses yet": unreadable
+    cases.append((["plot", "runs/unreadable"], "Error: cannot read runs/unreadable/metrics.jsonl: Is a directory"))
     for args, message in cases:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and result.stderr.startswith(message), (args, result.output)

@@ -39,6 +39,9 @@ def plot_cmd(
         if not runs.looks_like_run(d):
             raise CharRNNError(f"{printable(d)} is not a run directory: give runs that `charrnn runs` lists")
     data = [(runs.read(d), runs.read_metrics(d)[0]) for d in run_dirs or [_latest()]]
+    for info, lines in data:
+        if not lines:  # nothing logged yet, or a log that cannot be read (which is not the same advice)
+            _readable(info.path / run.METRICS)
     for info, _ in data:
         warn([f"{printable(info.name)}: {p}" for p in info.problems if "damaged line" in p])
     fig = plot.figure(data, x)  # type: ignore[arg-type]
@@ -54,6 +57,15 @@ def plot_cmd(
         for segment, style in line:
             text.append(segment, "" if style is None else _style(style))
         console.print(text, soft_wrap=True)
+
+
+def _readable(path: Path) -> None:
+    try:
+        path.open("rb").close()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise CharRNNError(f"cannot read {printable(path)}: {e.strerror}") from None
 
 
 def _style(style: tuple[int, str]) -> str:
