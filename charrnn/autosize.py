@@ -10,7 +10,8 @@ the passes it would make over the training split, ``P = seconds x chars/s / char
 - the model is 2x128, without dropout, while the budget is worth a few passes (P < ``FEW_PASSES``) and
   U < ``COMPUTE_BOUND_UPDATES``: compute, not text, is then what is short, and a smaller model makes ~2-2.6x the
   updates (at 100 s, 2x128 beat every 2x256 on the Chinese-like text at P = 2.0 and tiny shakespeare at 2.8),
-  in fp32 and with the adaptive output layer. With a full softmax in bf16 autocast it is the 2x256, also without
+  with the adaptive output layer, and in fp32 below ``SMALL_MODEL_UPDATES`` (above it, on a faster CPU, the 2x256
+  without dropout won at 100 s). With a full softmax in bf16 autocast it is the 2x256, also without
   dropout: at 100 s in bf16 the 2x256 without dropout beat the 2x128 on tiny shakespeare (1.4349 against 1.4776)
   and Python (1.2876 against 1.2973), presumably because bf16's speed puts the 2x256 past the number of updates
   where the small model's extra ones pay; it stays without dropout up to ``FEW_PASSES_BF16``, since dropout
@@ -59,6 +60,10 @@ FEW_PASSES = 4.0
 # more passes: at 100 s on tiny shakespeare (5-7 passes) 2x256 d0 1.4283 against d0.1 1.4604, three runs each
 FEW_PASSES_BF16 = 8.0
 COMPUTE_BOUND_UPDATES = 6_000
+# ... but in fp32 with a full softmax the 2x128 only below this many: at 100 s in fp32 the 2x256 without dropout lost
+# where it made 1,148-1,339 steps (JSON by 0.06, Python by 0.01; tiny shakespeare a tie) and won where it made
+# 1,750-1,870 (tiny shakespeare by 0.044 on means of 3 and 5, Python by 0.034; JSON at 1,604 steps 0.009 behind)
+SMALL_MODEL_UPDATES = 1_600
 LARGE_UPDATES = 16_000
 LARGE_CORPUS = 2_000_000
 DROPOUT = ((2.0, 0.0), (8.0, 0.1), (24.0, 0.2), (math.inf, 0.3))  # (passes below this, dropout)
@@ -135,7 +140,7 @@ def choose(seconds: float, chars_per_s: float, train_chars: int, adaptive: bool 
     hidden = 256
     if updates >= LARGE_UPDATES and train_chars >= LARGE_CORPUS:
         hidden = 384
-    elif compute_bound and (adaptive or not bf16):
+    elif compute_bound and (adaptive or not bf16 and updates < SMALL_MODEL_UPDATES):
         hidden = 128
     dropout = 0.0 if compute_bound else next(d for limit, d in DROPOUT if passes < limit)
     width = yours.get("hidden_size", hidden)
