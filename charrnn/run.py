@@ -412,7 +412,7 @@ def build_trainer(setup: Setup, world: World = SOLO, on_event: Callable[[Event],
     device = devices.for_worker(cfg.device, world)
     trainer = Trainer(setup.model, cfg, train_tokens, val_tokens, device, world=world)
     if world.rank:  # each worker its own dropout masks; the weights are rank 0's (DDP broadcast them)
-        torch.manual_seed(cfg.seed + 1_000_003 * world.rank)
+        torch.manual_seed(cfg.seed + 2_000_003 * world.rank)  # not the seed of its batches' generator
     if setup.resume is not None:
         warning = _restore(trainer, setup.resume, setup.run_dir, world)
         setup.warnings += [warning] if warning else []
@@ -475,7 +475,7 @@ def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) 
                            "aside to resume from the one before, or start a new run with --init-from") from None
     if len(state.workers) != world.world_size:
         return (f"the run was saved by {len(state.workers)} worker(s) and resumes on {world.world_size}: it goes "
-                "on from the same weights, optimizer and step, with its batches drawn afresh")
+                "on from the same weights, optimizer and step, with each worker's batches started over")
     return None
 
 

@@ -273,7 +273,7 @@ class ResumeState:
 # ended.json. Readers skip a line that does not fit (a crash can cut the last one short) and count it.
 
 MAX_STEP = 2**62
-MAX_LOSS = 1e6  # nats/char: a cross-entropy past it is not a model's, and would overflow a chart's scale
+MAX_LOSS = 1e30  # nats/char: far past any model's cross-entropy, and far below what overflows a chart's scale
 
 
 @dataclass(frozen=True)

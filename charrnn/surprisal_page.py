@@ -114,7 +114,7 @@ class Page:
             raise CharRNNError(f"cannot write the page to {path}: {e.strerror or e}") from None
         self.done = False
         styles = "".join(f".b{b}{{background:{c}}}" for b, c in enumerate(PALETTE))
-        self._write(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        self._header(f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                         f'<meta name="viewport" content="width=device-width,initial-scale=1">'
                         f"<title>{html.escape(title)}</title><style>{_CSS}{styles}</style></head><body>\n"
                         f"<header><h1>{html.escape(title)}</h1>{legend_html()}"
@@ -149,6 +149,13 @@ class Page:
         except OSError as e:
             raise CharRNNError(f"cannot write the page to {self.path}: {e.strerror or e}") from None
         self.done = True
+
+    def _header(self, text: str) -> None:
+        try:
+            self._write(text)
+        except BaseException:  # the with block that would clean up has not begun
+            self.__exit__(None, None, None)
+            raise
 
     def _write(self, text: str) -> None:
         try:

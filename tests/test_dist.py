@@ -58,7 +58,7 @@ def test_distributed_resume_reproduces_an_uninterrupted_run(corpus: Path, tmp_pa
     assert state.workers[0].hidden[0].shape == (2, 2, 24)
     assert state.workers[0].batches != state.workers[1].batches or state.workers[0].hidden[0].ne(
         state.workers[1].hidden[0]).any()  # two different streams, not one saved twice
-    assert not torch.equal(state.workers[0].rng_cpu, state.workers[1].rng_cpu)  # each its own dropout masks
+    assert not torch.equal(state.workers[0].rng_cpu, state.workers[1].rng_cpu)  # each its own random stream
     charrnn("train", "--resume", "halves", cwd=tmp_path, workers=2)
     strip = [(m["split"], m["step"], m["loss"]) for m in metrics(tmp_path / "whole")]
     assert strip == [(m["split"], m["step"], m["loss"]) for m in metrics(tmp_path / "halves")]
@@ -94,11 +94,11 @@ def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_
 @pytest.mark.parametrize("batching", ["random", "sequential"])
 def test_a_run_resumes_on_more_workers_with_a_stream_each(corpus: Path, tmp_path: Path, batching: str):
     """One worker's saved streams cannot be two's: restored on both they would draw the same random batches, and
-    a sequential position past half of one worker's epoch does not exist in two's. Each starts afresh."""
+    a sequential position past half of one worker's epoch does not exist in two's. Each starts over."""
     args = ["--batch-size", 2, "--batching", batching, "--dropout", "0.1", *FLAGS]
     charrnn("train", corpus, "--steps", 37, *args, "--out", "r", cwd=tmp_path)
     resumed = charrnn("train", "--resume", "r", "--steps", 45, cwd=tmp_path, workers=2)
-    assert "saved by 1 worker(s) and resumes on 2" in resumed.stderr and "drawn afresh" in resumed.stderr
+    assert "saved by 1 worker(s) and resumes on 2" in resumed.stderr and "batches started over" in resumed.stderr
     state = checkpoint.latest_of(tmp_path / "r").resume_state()
     assert state.trainer.step == 45 and len(state.workers) == 2
     one, two = state.workers

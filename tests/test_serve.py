@@ -224,11 +224,19 @@ def test_texts_to_score_wait_in_a_bounded_queue_and_get_json_at_shutdown(ckpt: P
         assert all(isinstance(w.exception(), Busy) for w in waiting)
 
 
+def test_a_text_whose_caller_gave_up_does_not_stop_the_shutdown(ckpt: Path):
+    server = make_server(ckpt)  # its decoding thread not started: close() finishes everything itself
+    gave_up, waiting = server.batcher.call(lambda: None), server.batcher.call(lambda: None)
+    gave_up.cancel()  # as asyncio does to the future of a request it cancels
+    server.batcher.close("shutdown")
+    assert gave_up.cancelled() and isinstance(waiting.exception(), Busy)
+
+
 def test_a_full_server_answers_429(ckpt: Path):
     server = make_server(ckpt, Limits(max_streams=2))
     with TestClient(create_app(server)) as c:
         more = c.post("/v1/generate", json={"length": 5, "num_samples": 3})  # more than ever run at once: not 429
-        assert more.status_code == 400
+        assert more.status_code == 400 and c.get("/v1/model").json()["limits"]["max_samples"] == 2
         assert more.json()["error"] == "num_samples must be at most 2 on this server, not 3"
         busy = server.batcher.submit(Job(torch.tensor([1]), 10_000, Sampling(), seed=1, num_samples=2))
         response = c.post("/v1/generate", json={"length": 5})

@@ -19,6 +19,7 @@ from charrnn import evaluate as ev
 from charrnn import run, surprisal_page
 from charrnn.cli import app, show
 from charrnn.config import ModelConfig, TrainConfig
+from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.surprisal import PALETTE, Block, colour_bin, surprisal
 from charrnn.vocab import Vocab
@@ -208,8 +209,14 @@ def test_eval_html_will_not_overwrite_the_text_and_show_scores_as_eval(trained: 
     text = trained / "text.txt"
     result = cli("eval", text, "--html", text, "--checkpoint", trained / "run")
     assert result.exit_code == 2 and text.read_text(encoding="utf-8") == TEXT
-    refused = f"Error: --html {text} is the text being scored: give the page another name"
-    assert result.stderr.splitlines()[-1] == refused
+    refused = "is a text being scored or trained on: give the page another name"
+    assert result.stderr.splitlines()[-1] == f"Error: --html {text} {refused}"
+    corpus, before = trained / "corpus.txt", (trained / "corpus.txt").read_text(encoding="utf-8")
+    result = cli("eval", "--html", corpus, "--checkpoint", trained / "run")  # its validation split, of this text
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1] == f"Error: --html {corpus} {refused}"
+    assert corpus.read_text(encoding="utf-8") == before
+    result = cli("eval", trained, "--html", corpus, "--checkpoint", trained / "run")  # a folder with it in it
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1] == f"Error: --html {corpus} {refused}"
     plain = json.loads(cli("eval", text, "--json", "--checkpoint", trained / "run").stdout)
     real = show.surprisal
 
@@ -221,3 +228,13 @@ def test_eval_html_will_not_overwrite_the_text_and_show_scores_as_eval(trained: 
     monkeypatch.setattr(show, "surprisal", diverged)
     bpc = cli("eval", text, "--show", "--checkpoint", trained / "run").stderr.splitlines()[-1]
     assert bpc == f"nan bits/char (loss nan nats/char) over {plain['chars']:,} characters"
+
+
+def test_a_page_whose_first_write_fails_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def full(self, text):
+        raise CharRNNError("cannot write the page: No space left on device")
+
+    monkeypatch.setattr(surprisal_page.Page, "_write", full)
+    with pytest.raises(CharRNNError):
+        surprisal_page.Page(tmp_path / "p.html", Vocab(["a", "b"]), "t")
+    assert list(tmp_path.iterdir()) == []

@@ -59,11 +59,13 @@ def eval_cmd(
         raise CharRNNError("--show and --json both print to the standard output: use one of them")
     if html is not None:
         check_target(html)
-        if corpus is not None and html.exists() and corpus.exists() and html.samefile(corpus):
-            raise CharRNNError(f"--html {printable(html)} is the text being scored: give the page another name")
+        _not_a_text(html, [corpus] if corpus is not None else [])
     devices.set_threads(threads)
     out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)
+    if html is not None and corpus is None:  # the run's own texts, which it needs to resume and to be evaluated
+        infos = [i for i in (ckpt.meta.corpus, ckpt.meta.validation) if i is not None]
+        _not_a_text(html, [Path(p) for i in infos for p in (i.path, *i.inputs, *(f.path for f in i.files))])
     skipped = None
     with reading_view() as reading:
         if corpus is None:
@@ -108,3 +110,14 @@ def _read(path: Path, encoding: str, errors: str, ckpt: checkpoint.Checkpoint, p
     except UnknownCharacters as e:
         raise e.reworded("remove them, pass --skip-unknown to score the text without them, or train on text that "
                          "contains them") from None
+
+
+def _not_a_text(page: Path, texts: list[Path]) -> None:
+    """An error if writing the page to ``page`` would replace one of ``texts`` (files, or folders of them)."""
+    if not page.exists():
+        return
+    for text in texts:
+        inside = text.is_dir() and page.resolve().is_relative_to(text.resolve())
+        if inside or (text.is_file() and page.samefile(text)):
+            raise CharRNNError(f"--html {printable(page)} is a text being scored or trained on: give the page "
+                               "another name")

@@ -382,7 +382,8 @@ class Batcher:
             waiting, self._waiting = self._waiting, []
             calls, self._calls = self._calls, []
         for _, future in calls:  # an answer for the caller (a cancelled future would raise CancelledError there)
-            future.set_exception(Busy("the server is shutting down"))
+            if future.set_running_or_notify_cancel():  # unless the caller gave up on it already
+                future.set_exception(Busy("the server is shutting down"))
         slots = [*self.running, *waiting]
         for slot in slots:
             self._end(slot, reason)

@@ -166,11 +166,13 @@ def describe(ckpt: Checkpoint, model: CharRNN, limits: Limits) -> dict[str, Any]
     Only the names of the corpus and checkpoint, never the paths on this machine."""
     cfg, val = ckpt.model_config, ckpt.val_loss
     val = val if val is not None and math.isfinite(val) else None  # JSON has no NaN
+    samples = min(limits.max_samples, limits.max_streams)  # what a request may ask for (parse_generate)
     return {
         "vocab_size": cfg.vocab_size, "cell": cfg.cell, "embedding_size": cfg.embedding_size,
         "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers, "parameters": num_parameters(model),
         "corpus": printable(PurePath(ckpt.meta.corpus.path).name), "checkpoint": printable(ckpt.path.name),
         "step": ckpt.step, "val_loss": val, "val_bpc": None if val is None else bits_per_char(val),
-        "vocab": "".join(ckpt.vocab.chars), "limits": asdict(limits), "charrnn_version": __version__,
+        "vocab": "".join(ckpt.vocab.chars), "limits": {**asdict(limits), "max_samples": samples},
+        "charrnn_version": __version__,
     }
 
