@@ -62,7 +62,7 @@ FEW_PASSES_BF16 = 8.0
 COMPUTE_BOUND_UPDATES = 6_000
 # ... but in fp32 with a full softmax the 2x128 only below this many: at 100 s in fp32 the 2x256 without dropout lost
 # where it made 1,148-1,339 steps (JSON by 0.06, Python by 0.01; tiny shakespeare a tie) and won where it made
-# 1,750-1,870 (tiny shakespeare by 0.044 on means of 3 and 5, Python by 0.034; JSON at 1,604 steps 0.009 behind)
+# 1,548-1,874 (tiny shakespeare by 0.02-0.045, Python by 0.022-0.034; JSON at 1,604 steps 0.009 behind)
 SMALL_MODEL_UPDATES = 1_600
 LARGE_UPDATES = 16_000
 LARGE_CORPUS = 2_000_000
