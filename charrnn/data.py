@@ -92,6 +92,12 @@ class SequentialBatches:
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "pos": self.pos}
 
+    def continue_from(self, step: int) -> None:
+        """Go to about where ``step`` batches would have brought this stream (the epochs taken as equally long)."""
+        nominal = max(1, self.stream_len // self.seq_len)
+        self._start_epoch(step // nominal)
+        self.pos = min(step % nominal, self.batches_per_epoch - 1)
+
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.check_state(state)
         self._start_epoch(state["epoch"])
@@ -120,6 +126,7 @@ class RandomBatches:
         self.tokens = tokens
         self.batch_size = batch_size
         self.seq_len = seq_len
+        self.seed, self.rank = seed, rank
         self.generator = torch.Generator().manual_seed(seed + 1_000_003 * rank)
         self.high = len(tokens) - seq_len  # exclusive bound on a window's first index
 
@@ -132,6 +139,10 @@ class RandomBatches:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}
+
+    def continue_from(self, step: int) -> None:
+        """Draw windows no fresh stream drew first (a generator cannot skip ahead: a seed of the step's own)."""
+        self.generator.manual_seed(continued_seed(self.seed, self.rank, step))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.check_state(state)
@@ -149,3 +160,9 @@ def make_batches(tokens: np.ndarray, batching: str, batch_size: int, seq_len: in
     if batching == "sequential":
         return SequentialBatches(tokens, batch_size, seq_len, seed, rank, world_size)
     return RandomBatches(tokens, batch_size, seq_len, seed, rank)
+
+
+def continued_seed(seed: int, rank: int, step: int, stream: int = 0) -> int:
+    """A seed for worker ``rank``'s random ``stream`` (0: windows, 1: dropout) from ``step`` on, when a run resumes on
+    another number of workers: none of the seeds a fresh run starts from, and different for every step."""
+    return int(np.random.SeedSequence([seed, rank, step, stream]).generate_state(1, np.uint64)[0]) % 2**63

@@ -159,3 +159,25 @@ def test_make_batches_passes_every_setting_on():
     rnd = make_batches(tokens, "random", 3, 7, seed=1, rank=1, world_size=2)
     assert (next(rnd).x == next(RandomBatches(tokens, 3, 7, seed=1, rank=1)).x).all()
     assert next(rnd).x.shape == (3, 7)
+
+
+def test_streams_continue_from_a_step_on_another_number_of_workers():
+    """A run resumed on another number of workers: each worker's stream goes on from about where the step puts it,
+    not from the start (sequential), and draws windows no fresh stream draws (random)."""
+    tokens = np.arange(1000)
+    fresh, later = SequentialBatches(tokens, 4, 10), SequentialBatches(tokens, 4, 10)
+    for _ in range(7):
+        next(fresh)
+    later.continue_from(7)  # within the first epoch: exactly where the steps took it
+    assert later.state_dict() == fresh.state_dict() == {"epoch": 0, "pos": 7}
+    later.continue_from(10 * later.batches_per_epoch + 3)
+    assert later.state_dict()["epoch"] >= 9 and 0 <= later.state_dict()["pos"] < later.batches_per_epoch
+    first, resumed = RandomBatches(tokens, 4, 10, seed=0, rank=1), RandomBatches(tokens, 4, 10, seed=0, rank=1)
+    resumed.continue_from(37)
+    drawn = {tuple(next(first).x[:, 0].tolist()) for _ in range(200)}
+    assert tuple(next(resumed).x[:, 0].tolist()) not in drawn
+    again = RandomBatches(tokens, 4, 10, seed=0, rank=1)
+    again.continue_from(37)
+    resumed = RandomBatches(tokens, 4, 10, seed=0, rank=1)
+    resumed.continue_from(37)
+    assert (next(again).x == next(resumed).x).all()  # the same step, the same windows: a resume is reproducible

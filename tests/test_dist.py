@@ -15,6 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from charrnn import checkpoint
+from charrnn.config import TrainConfig
+from charrnn.corpus import load_corpus
+from charrnn.data import RandomBatches, split
 from tests.helpers import charrnn, env
 
 # no dropout, whose draws differ between workers; fp32, since bf16 rounds a batch of 4 and two of 2 differently
@@ -94,17 +97,23 @@ def test_sigterm_to_one_worker_stops_all_after_one_checkpoint(corpus: Path, tmp_
 @pytest.mark.parametrize("batching", ["random", "sequential"])
 def test_a_run_resumes_on_more_workers_with_a_stream_each(corpus: Path, tmp_path: Path, batching: str):
     """One worker's saved streams cannot be two's: restored on both they would draw the same random batches, and
-    a sequential position past half of one worker's epoch does not exist in two's. Each starts over."""
+    a sequential position past half of one worker's epoch does not exist in two's. Each goes on from the step on a
+    stream of its own."""
     args = ["--batch-size", 2, "--batching", batching, "--dropout", "0.1", *FLAGS]
     charrnn("train", corpus, "--steps", 37, *args, "--out", "r", cwd=tmp_path)
     resumed = charrnn("train", "--resume", "r", "--steps", 45, cwd=tmp_path, workers=2)
-    assert "saved by 1 worker(s) and resumes on 2" in resumed.stderr and "batches started over" in resumed.stderr
+    assert "saved by 1 worker(s) and resumes on 2" in resumed.stderr
+    assert "a stream of batches of its own" in resumed.stderr
     state = checkpoint.latest_of(tmp_path / "r").resume_state()
     assert state.trainer.step == 45 and len(state.workers) == 2
     one, two = state.workers
     assert not torch.equal(one.rng_cpu, two.rng_cpu)  # their own dropout masks
-    if batching == "random":  # their own windows
+    if batching == "random":  # their own windows, and not those a fresh run draws first
         assert not torch.equal(one.batches["generator"], two.batches["generator"])
+        fresh = RandomBatches(split(load_corpus(corpus).tokens, 0.1)[0], 2, 16, TrainConfig().seed, rank=0)
+        for _ in range(45 - 37):
+            next(fresh)
+        assert not torch.equal(one.batches["generator"], fresh.state_dict()["generator"])
     else:  # their own streams of the text
         assert not torch.equal(one.hidden[0], two.hidden[0])
 
