@@ -35,7 +35,7 @@ import torch
 from charrnn import autosize, board, checkpoint, config, devices, dist, samples
 from charrnn.config import TrainConfig, to_toml
 from charrnn.corpus import Corpus, Progress, file_sha256, load_corpus, token_counts, vocab_of
-from charrnn.data import continued_seed, split
+from charrnn.data import split
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
 from charrnn.evaluate import Score
@@ -470,13 +470,10 @@ def _restore(trainer: Trainer, state: ResumeState, run_dir: Path, world: World) 
     own = state.workers[world.rank] if len(state.workers) == world.world_size else None
     try:
         trainer.restore(state.trainer, own)
-        if own is None:  # each worker's batches and masks go on from the step, not from the run's first ones
-            trainer.batches.continue_from(state.trainer.step)
-            torch.manual_seed(continued_seed(trainer.cfg.seed, world.rank, state.trainer.step, 1))
     except Damaged as e:
         raise CharRNNError(f"the newest checkpoint of {run_dir} has a damaged training state ({e}); move it "
                            "aside to resume from the one before, or start a new run with --init-from") from None
-    if len(state.workers) != world.world_size:
+    if own is None:
         return (f"the run was saved by {len(state.workers)} worker(s) and resumes on {world.world_size}: it goes "
                 "on from the same weights, optimizer and step, each worker on a stream of batches of its own")
     return None

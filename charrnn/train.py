@@ -22,7 +22,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from charrnn import dist, graphs
 from charrnn.config import TrainConfig
-from charrnn.data import Batch, make_batches
+from charrnn.data import Batch, continued_seed, make_batches
 from charrnn.devices import FUSED_CELLS, autocast_dtype
 from charrnn.dist import SOLO, World
 from charrnn.errors import CharRNNError, Damaged
@@ -376,7 +376,8 @@ class Trainer:
 
     def restore(self, shared: TrainerState, own: WorkerState | None) -> None:
         """Continue from a saved state (see ``state``), once every tensor in it is checked to fit. Without ``own``
-        (a worker's batches, carried state and random generators) the worker keeps its fresh ones."""
+        (a worker's batches, carried state and random generators: saved by another number of workers) the worker
+        goes on from the step on streams of its own."""
         check_restorable(self, shared, own)
         self.step, self.elapsed, self.eval_seconds = shared.step, shared.elapsed, shared.eval_seconds
         self.best_loss, self.best_step = shared.best_loss, shared.best_step
@@ -386,7 +387,9 @@ class Trainer:
                                 torch.tensor(float(shared.window["loss"]), **as64), int(shared.window["chars"]))
         self.optimizer.load_state_dict(shared.optimizer)
         self.scheduler.load_state_dict(shared.scheduler)
-        if own is None:
+        if own is None:  # batches and dropout masks from the step on, not the run's first ones again
+            self.batches.continue_from(shared.step)
+            torch.manual_seed(continued_seed(self.cfg.seed, self.world.rank, shared.step, 1))
             return
         self.batches.load_state_dict(own.batches)
         hidden = [h.to(self.device) for h in own.hidden]

@@ -59,13 +59,13 @@ def eval_cmd(
         raise CharRNNError("--show and --json both print to the standard output: use one of them")
     if html is not None:
         check_target(html)
-        _not_a_text(html, [corpus] if corpus is not None else [])
     devices.set_threads(threads)
     out = stdout()
     ckpt, model, dev = load(checkpoint_path, device)
-    if html is not None and corpus is None:  # the run's own texts, which it needs to resume and to be evaluated
+    if html is not None:  # the text scored, or the run's own (which it needs to resume and to be evaluated)
         infos = [i for i in (ckpt.meta.corpus, ckpt.meta.validation) if i is not None]
-        _not_a_text(html, [Path(p) for i in infos for p in (i.path, *i.inputs, *(f.path for f in i.files))])
+        _not_a_text(html, [corpus] if corpus is not None else
+                    [Path(p) for i in infos for p in (i.path, *i.inputs, *(f.path for f in i.files))])
     skipped = None
     with reading_view() as reading:
         if corpus is None:

@@ -42,7 +42,6 @@ def plot_cmd(
     for info, lines in data:
         if not lines:  # nothing logged yet, or a log that cannot be read (which is not the same advice)
             _readable(info.path / run.METRICS)
-    for info, _ in data:
         warn([f"{printable(info.name)}: {p}" for p in info.problems if "damaged line" in p])
     fig = plot.figure(data, x)  # type: ignore[arg-type]
     fig = dataclasses.replace(fig, title=printable(fig.title),  # a run or corpus named in bytes that are not UTF-8
